@@ -38,17 +38,20 @@ class BlockPair:
 
 
 def block_pairs(config: UNetConfig, adm_prefix: str = "add_embedding.") -> list[BlockPair]:
-    """Every block prefix of the UNet in both layouts."""
+    """Every block prefix of the UNet in both layouts.
+
+    The vector-conditioning MLP is always listed: some diffusers models gain it after config.json was
+    written (Paints-Undo), and a pair whose keys are absent is simply unused.
+    """
     pairs = [
         BlockPair("time_embed.0.", "time_embedding.linear_1."),
         BlockPair("time_embed.2.", "time_embedding.linear_2."),
+        BlockPair("label_emb.0.0.", adm_prefix + "linear_1."),
+        BlockPair("label_emb.0.2.", adm_prefix + "linear_2."),
         BlockPair("input_blocks.0.0.", "conv_in."),
         BlockPair("out.0.", "conv_norm_out."),
         BlockPair("out.2.", "conv_out."),
     ]
-    if config.adm_in_channels is not None:
-        pairs += [BlockPair("label_emb.0.0.", adm_prefix + "linear_1."),
-                  BlockPair("label_emb.0.2.", adm_prefix + "linear_2.")]
 
     levels = len(config.channel_mult)
     n, depths = 1, iter(config.transformer_depth)
@@ -126,9 +129,9 @@ def diffusers_to_ldm(state_dict: Mapping[str, V], config: UNetConfig) -> dict[st
     proj_in / proj_out weights are reshaped to what ``config`` builds (1x1 conv or Linear), since some
     exports store the other form.
     """
-    pairs = [(p.diffusers, p.ldm, p.resnet) for p in block_pairs(config)]
-    pairs += [(alias + src[len(ADM_PREFIXES[0]):], dst, resnet)
-              for src, dst, resnet in pairs if src.startswith(ADM_PREFIXES[0]) for alias in ADM_PREFIXES[1:]]
+    pairs = [(p.diffusers, p.ldm, p.resnet) for p in block_pairs(config, ADM_PREFIXES[0])]
+    pairs += [(p.diffusers, p.ldm, p.resnet) for alias in ADM_PREFIXES[1:] for p in block_pairs(config, alias)
+              if p.ldm.startswith("label_emb.")]
     out = _rename(state_dict, pairs, {d: l for l, d in RESNET_NAMES})
     for key, value in out.items():
         if key.endswith(("proj_in.weight", "proj_out.weight")):

@@ -10,7 +10,8 @@ Two things are invisible in the weights and use documented family defaults, over
 * **upcast_attention**: SD2.x (1024-wide OpenCLIP-H context) overflows in fp16 attention, so it is
   computed in fp32, as ComfyUI does for that family.
 
-``unet_config_from_diffusers`` does the same from a diffusers ``unet/config.json``.
+``unet_config_from_diffusers`` does the same from a diffusers ``unet/config.json``; ``load_unet`` puts
+derivation, renaming and loading together.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .unet import UNetConfig
+import torch
+
+from .keymaps_unet import diffusers_to_ldm
+from .unet import UNetConfig, UNetModel
 
 SD1_NUM_HEADS = 8
 DEFAULT_HEAD_CHANNELS = 64
@@ -188,3 +192,22 @@ def unet_config_from_diffusers(config: Mapping[str, Any]) -> UNetConfig:
         upcast_attention=bool(config.get("upcast_attention", False)),
         **head_fields,
     )
+
+
+def load_unet(state_dict: Mapping[str, torch.Tensor], diffusers_config: Mapping[str, Any] | None = None,
+              **overrides: Any) -> UNetModel:
+    """Build a UNet that fits ``state_dict`` and load it strictly, keeping the tensors' dtype and device.
+
+    ``state_dict`` is ldm layout with the prefix stripped, or diffusers layout when its
+    ``diffusers_config`` (unet/config.json) is given; the config.json then also supplies the head layout.
+    """
+    if diffusers_config is not None:
+        from_json = unet_config_from_diffusers(diffusers_config)
+        state_dict = diffusers_to_ldm(state_dict, from_json)
+        overrides = {"num_heads": from_json.num_heads, "num_head_channels": from_json.num_head_channels,
+                     "upcast_attention": from_json.upcast_attention, **overrides}
+    config = unet_config_from_state_dict(state_dict, **overrides)
+    with torch.device("meta"):
+        model = UNetModel(config)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model
