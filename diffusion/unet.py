@@ -26,8 +26,9 @@ class UNetConfig:
     Transformer depths are listed per block (not per level) because that is what a state dict shows:
     ``transformer_depth`` has one entry per input ResBlock, ``transformer_depth_output`` one per output
     block, 0 meaning "no SpatialTransformer". Both run from the highest resolution down, as ComfyUI's
-    detected configs do, so entry k of the output list belongs to ``output_blocks[-1 - k]``. Exactly one of ``num_heads`` (fixed head count, SD1) and
-    ``num_head_channels`` (fixed head width, SD2/SDXL) is set.
+    detected configs do, so entry k of the output list belongs to ``output_blocks[-1 - k]``.
+    Exactly one of ``num_heads`` (fixed head count, SD1) and ``num_head_channels`` (fixed head width,
+    SD2/SDXL) is set.
     """
 
     in_channels: int = 4
@@ -253,12 +254,8 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, x: Tensor, size: Sequence[int] | None) -> Tensor:
-        if size is None:
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        else:
-            x = F.interpolate(x, size=tuple(size), mode="nearest")
-        return self.conv(x)
+    def forward(self, x: Tensor, size: Sequence[int]) -> Tensor:
+        return self.conv(F.interpolate(x, size=tuple(size), mode="nearest"))
 
 
 class Stage(nn.ModuleList):
@@ -279,7 +276,8 @@ class Stage(nn.ModuleList):
         return h
 
 
-def _mlp(in_dim: int, out_dim: int) -> nn.Sequential:
+def embedding_mlp(in_dim: int, out_dim: int) -> nn.Sequential:
+    """Linear-SiLU-Linear used for the time embedding and the vector conditioning (label_emb)."""
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
 
 
@@ -341,15 +339,15 @@ class UNetModel(nn.Module):
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         self.config = config
-        self.time_embed = _mlp(config.model_channels, config.time_embed_dim)
+        self.time_embed = embedding_mlp(config.model_channels, config.time_embed_dim)
         if config.adm_in_channels is not None:
             # Nested Sequential only so the ldm names come out as label_emb.0.0 / label_emb.0.2.
-            self.label_emb = nn.Sequential(_mlp(config.adm_in_channels, config.time_embed_dim))
+            self.label_emb = nn.Sequential(embedding_mlp(config.adm_in_channels, config.time_embed_dim))
         self.input_blocks, skip_channels = make_input_blocks(config)
         self.middle_block = make_middle_block(config, skip_channels[-1])
         self.output_blocks = make_output_blocks(config, skip_channels)
-        mc = config.model_channels * config.channel_mult[0]
-        self.out = nn.Sequential(nn.GroupNorm(GROUPS, mc), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1))
+        ch = config.model_channels * config.channel_mult[0]
+        self.out = nn.Sequential(nn.GroupNorm(GROUPS, ch), nn.SiLU(), nn.Conv2d(ch, config.out_channels, 3, padding=1))
 
     def forward(self, x: Tensor, timesteps: Tensor, context: Tensor | None = None, y: Tensor | None = None,
                 control: ControlResiduals | None = None) -> Tensor:
