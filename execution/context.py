@@ -44,6 +44,9 @@ class Config:
     cpu: bool = False
     hashing: str = "sha256"
     argv: list[str] = field(default_factory=list)
+    # The headless CLI runs beside a possibly running server: it must not touch the server's
+    # persistent queue or wipe its temp folder.
+    persistent_queue: bool = True
 
 
 @dataclass
@@ -71,14 +74,15 @@ def build_context(config: Config, *, start_worker: bool = True) -> AppContext:
         extra.insert(0, str(default_extra))
     folders = Folders.create(base, input_dir=config.input_dir, output_dir=config.output_dir,
                              temp_dir=config.temp_dir, user_dir=config.user_dir, extra_configs=extra)
-    folders.ensure()
+    folders.ensure(clean_temp=config.persistent_queue)
     services = NodeServices(folders, disable_metadata=config.disable_metadata, preview_size=config.preview_size)
     registry = NodeRegistry(services)
     registry.load_builtins()
     registry.load_custom_nodes(folders.custom_nodes, disabled=config.disable_custom_nodes,
                                whitelist=config.whitelist_custom_nodes)
     hub = EventHub()
-    queue = JobQueue(folders.user / "sumi_jobs.db", max_history=config.max_history,
+    db_path = folders.user / "sumi_jobs.db" if config.persistent_queue else ":memory:"
+    queue = JobQueue(db_path, max_history=config.max_history,
                      on_change=lambda: hub.broadcast("status", {"status": {"exec_info": {
                          "queue_remaining": queue.remaining()}}}))
     failed = queue.recover()

@@ -70,12 +70,14 @@ class JobQueue:
 
     def __init__(self, db_path: str | Path, *, max_history: int = 10000,
                  on_change: Callable[[], None] | None = None) -> None:
-        self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db_path = str(db_path)
+        if self.db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         self.max_history = max_history
         self.on_change = on_change or (lambda: None)
         self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        if self.db_path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()

@@ -112,9 +112,10 @@ class Folders:
             folders.load_extra_paths(config)
         return folders
 
-    def ensure(self) -> None:
+    def ensure(self, clean_temp: bool = True) -> None:
         """Create user folders and the model sub-folder layout; empty temp like ComfyUI does at start."""
-        shutil.rmtree(self.temp, ignore_errors=True)
+        if clean_temp:
+            shutil.rmtree(self.temp, ignore_errors=True)
         for d in (self.input, self.output, self.temp, self.user):
             d.mkdir(parents=True, exist_ok=True)
         for key, (subdirs, _) in MODEL_FOLDERS.items():
