@@ -87,9 +87,9 @@ def resize(images: torch.Tensor, width: int, height: int, method: str = "bilinea
     if crop == "center":
         x = _center_crop(x, width, height)
     if method == "lanczos":
-        frames = [pil_to_tensor(tensor_to_pil(img).resize((width, height), Image.Resampling.LANCZOS))
-                  for img in x.movedim(1, -1)]
-        return torch.stack([f.reshape(height, width, -1) for f in frames]).to(images.device)
+        resized = [pil_to_tensor(tensor_to_pil(img).resize((width, height), Image.Resampling.LANCZOS))
+                   for img in x.movedim(1, -1)]
+        return torch.stack([r.reshape(height, width, -1) for r in resized]).to(images.device)
     return F.interpolate(x, size=(height, width), mode=method).movedim(1, -1)
 
 
@@ -165,14 +165,14 @@ class SaveTarget:
     filename: str
     counter: int
 
-    def next_file(self, batch_number: int, extension: str = "png") -> tuple[str, Path]:
+    def next_file(self, batch_number: int) -> tuple[str, Path]:
         """Name and path of the next file; the path is contained too (a planted symlink must not leak)."""
-        name = f"{self.filename.replace('%batch_num%', str(batch_number))}_{self.counter:05}_.{extension}"
+        name = f"{self.filename.replace('%batch_num%', str(batch_number))}_{self.counter:05}_.png"
         self.counter += 1
         try:
             return name, contained(self.folder, name)
-        except PathRefused:
-            raise PathRefused(f"{SAVE_OUTSIDE} (file {name!r} resolves outside the folder)") from None
+        except PathRefused as exc:
+            raise PathRefused(f"{SAVE_OUTSIDE} {exc}") from None
 
 
 def png_metadata(prompt: dict | None, extra_pnginfo: dict | None) -> PngInfo:
@@ -204,14 +204,14 @@ def save_target(root: Path, prefix: str, width: int, height: int) -> SaveTarget:
     subfolder, filename = os.path.dirname(expanded), os.path.basename(expanded)
     try:
         folder = contained(root, subfolder)
-    except PathRefused:
-        raise PathRefused(f"{SAVE_OUTSIDE} (filename_prefix {prefix!r})") from None
+    except PathRefused as exc:
+        raise PathRefused(f"{SAVE_OUTSIDE} filename_prefix {prefix!r}: {exc}") from None
     folder.mkdir(parents=True, exist_ok=True)
     return SaveTarget(folder, subfolder, filename, _next_counter(folder, filename))
 
 
 def _next_counter(folder: Path, filename: str) -> int:
-    """1 + the largest counter among `<filename>_<digits>_...` files (case-insensitive), else 1."""
+    """1 + the largest counter among `<filename>_<digits>_...` files (names compared via normcase), else 1."""
     stem = os.path.normcase(filename) + "_"
     counters = [0]
     for entry in os.listdir(folder):

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from model_management.folders import PathRefused
+from model_management.folders import Folders, PathRefused
 from nodes.image import LoadImage, PreviewImage, SaveImage
+from nodes.runtime import NodeRuntime, NodeServices
 
 PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {"width": 2, "height": 2, "batch_size": 1, "color": 0},
                 "_meta": {"title": "Ünïcode title"}}}
@@ -61,11 +62,9 @@ def test_save_counter_continues_after_existing_files(rt):
     assert result["ui"]["images"][0]["filename"] == "ComfyUI_00008_.png"
 
 
-def test_save_counter_continues_after_restart(tmp_path, rt):
+def test_save_counter_continues_after_restart(rt):
     SaveImage().execute(grey(batch=3), rt=rt)
     # A new app on the same base directory: fresh Folders, services and node instance.
-    from model_management.folders import Folders
-    from nodes.runtime import NodeRuntime, NodeServices
     folders = Folders.create(rt.folders.base)
     folders.ensure()
     rt2 = NodeRuntime(NodeServices(folders), "p2", "9", "9", lambda *a: None, lambda: False, lambda t: None)
@@ -119,6 +118,11 @@ def test_save_prefix_escapes_are_refused(rt, prefix):
     with pytest.raises(PathRefused, match=r"Saving image outside the output folder is not allowed\.") as info:
         SaveImage().execute(grey(), rt=rt, filename_prefix=prefix)
     assert repr(prefix) in str(info.value)
+
+
+def test_save_prefix_with_nul_byte_is_refused(rt):
+    with pytest.raises(PathRefused, match="NUL byte"):
+        SaveImage().execute(grey(), rt=rt, filename_prefix="bad\x00name")
 
 
 def test_save_prefix_through_symlinked_folder_is_refused(tmp_path, rt):
