@@ -36,7 +36,7 @@ def is_diffusers_vae(sd: Mapping[str, torch.Tensor]) -> bool:
 
 def _rename(key: str, pairs: tuple[tuple[str, str], ...]) -> str:
     for src, dst in pairs:
-        key = re.sub(rf"(?<![\w]){re.escape(src)}(?=\.)", dst, key)
+        key = re.sub(rf"(?<![^.]){re.escape(src)}(?=\.)", dst, key)  # only whole dotted parts
     return key
 
 

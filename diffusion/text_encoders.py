@@ -5,6 +5,9 @@ access). Sumi drives its layers itself because ComfyUI needs three things the HF
 give: textual-inversion vectors in place of token ids, the output of an intermediate layer with or
 without the final LayerNorm (CLIPSetLastLayer / clip skip) and per-token prompt weights applied
 against the encoding of an empty prompt (spec §5.3).
+
+ComfyUI runs text encoders in float32 even when the file is fp16 (spec §9 item 12); load with
+`dtype=torch.float32` for parity.
 """
 
 from __future__ import annotations
