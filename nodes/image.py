@@ -296,8 +296,11 @@ class ImageCompositeMasked(Node):
             source = resize(source, width, height, "bilinear")
         source = repeat_to_batch(source, batch)
         src_h, src_w = source.shape[1:3]
-        weight = torch.ones(source.shape[:3]) if mask is None else \
-            repeat_to_batch(resize_mask(mask, src_w, src_h), batch)
+        if mask is None:
+            weight = torch.ones(source.shape[:3])
+        else:
+            weight = repeat_to_batch(resize_mask(mask, src_w, src_h), batch)
+        # The part of the source that lands inside the destination.
         x, y = min(x, width), min(y, height)
         h, w = min(src_h, height - y), min(src_w, width - x)
         weight = weight[:, :h, :w, None].to(out)
