@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from execution.cache import CachePolicy, OutputCache, canonical, never_equal, node_key
 from execution.graph import DynamicPrompt, is_link
-from nodes.graph_builder import expansion_scope
+from nodes.graph_builder import ExpansionPrefix, current_call
 from nodes.registry import NodeRegistry
 from nodes.runtime import InterruptedError_, NodeRuntime, NodeServices
 from nodes.schema import RUNTIME_KIND, ExecutionBlocker, InputSpec, NodeSchema
@@ -163,11 +163,15 @@ class _Run:
         self.emit(event, data)
 
     def node_state(self, node_id: str, state: str, value: float = 0.0, maximum: float = 1.0) -> None:
-        display = self.dyn.get_display_node_id(node_id)
+        """progress_state with just this node's entry (ComfyUI resends every node: quadratic on big graphs)."""
+        if node_id in self.dyn.parents:
+            display, parent, real = (self.dyn.get_display_node_id(node_id), self.dyn.get_parent_node_id(node_id),
+                                     self.dyn.get_real_node_id(node_id))
+        else:
+            display, parent, real = node_id, None, node_id
         self.emit("progress_state", {"prompt_id": self.prompt_id, "nodes": {node_id: {
             "value": value, "max": maximum, "state": state, "node_id": node_id, "prompt_id": self.prompt_id,
-            "display_node_id": display, "parent_node_id": self.dyn.get_parent_node_id(node_id),
-            "real_node_id": self.dyn.get_real_node_id(node_id)}}})
+            "display_node_id": display, "parent_node_id": parent, "real_node_id": real}}})
 
     # ---------------------------------------------------------------- preparation
     def spec(self, schema: NodeSchema) -> InputSpec:
@@ -319,9 +323,9 @@ class _Run:
         self.block_count[dst] = self.block_count.get(dst, 0) + 1
 
     def make_ready(self, nid: str) -> None:
+        """Output nodes and async nodes go first (ComfyUI's UX pick order; results are unaffected)."""
         schema = self.registry.get(self.dyn.get_node(nid)["class_type"])
-        first = schema is not None and (schema.output_node or inspect.iscoroutinefunction(
-            getattr(schema.cls, schema.function, None)))
+        first = schema is not None and (schema.output_node or schema.is_async)
         (self.ready_first if first else self.ready).append(nid)
 
     def complete(self, nid: str) -> None:
@@ -361,6 +365,8 @@ class _Run:
         ex.interrupt.clear()
         ex.interrupt.running_prompt = self.prompt_id
         self.async_done = asyncio.Queue()
+        self.prefix = ExpansionPrefix()
+        prefix_token = current_call.set(self.prefix)
         self.record("execution_start", {"prompt_id": self.prompt_id})
         current: str | None = None
         try:
@@ -411,6 +417,7 @@ class _Run:
             outcome_event = ("execution_error", self.error_payload(err))
             status = "error"
         finally:
+            current_call.reset(prefix_token)
             ex.interrupt.running_prompt = None
             for tasks, _ in self.async_calls.values():
                 for task in tasks:
@@ -483,8 +490,8 @@ class _Run:
                 if blocker is not None:
                     results.append(self.report_blocker(nid, class_type, blocker))
                     continue
-                with expansion_scope(nid, index):
-                    results.append(func(**call))
+                self.prefix.enter(nid, index)
+                results.append(func(**call))
             if any(inspect.isawaitable(r) for r in results):
                 return await self.start_async(nid, schema, results, args)
             return self.handle_results(nid, schema, results, args)
@@ -652,6 +659,11 @@ class _Run:
 
     def finish(self, nid: str, schema: NodeSchema, calls: list, ui: dict | None, emit_ui: bool = True) -> str:
         """Merge per-call results into output lists, store them, publish ui, cache."""
+        if len(calls) == 1 and type(calls[0]) is tuple and not any(schema.output_is_list) \
+                and not any(isinstance(v, _Spliced) for v in calls[0]):
+            outputs = [[v] for v in calls[0]]
+            outputs.extend([] for _ in range(len(schema.output_types) - len(outputs)))
+            return self.store(nid, outputs, ui, emit_ui)
         width = max([len(schema.output_types)] + [len(c) for c in calls if isinstance(c, tuple)])
         outputs: list[list] = [[] for _ in range(width)]
         for call in calls:
@@ -669,6 +681,9 @@ class _Run:
                     outputs[slot].extend(value)
                 else:
                     outputs[slot].append(value)
+        return self.store(nid, outputs, ui, emit_ui)
+
+    def store(self, nid: str, outputs: list[list], ui: dict | None, emit_ui: bool) -> str:
         self.values[nid] = outputs
         if not emit_ui:
             ui = self.expansion_ui.pop(nid, None)

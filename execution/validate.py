@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from nodes.registry import NodeRegistry
-from nodes.schema import ExecutionBlocker, InputSpec, NodeSchema
+from nodes.runtime import NodeRuntime
+from nodes.schema import RUNTIME_KIND, ExecutionBlocker, InputSpec, NodeSchema
 
 COMBO_LIST_LIMIT = 20
 
@@ -231,6 +232,20 @@ class _Validator:
                            {"input_name": name})
 
 
+def _validation_hidden(registry: NodeRegistry) -> Callable[[str, str], Any]:
+    """Hidden values seen by VALIDATE_INPUTS: PROMPT is {} (as in ComfyUI), rt is an idle runtime."""
+    def value(kind: str, node_id: str) -> Any:
+        if kind == "PROMPT":
+            return {}
+        if kind == "UNIQUE_ID":
+            return node_id
+        if kind == RUNTIME_KIND:
+            return NodeRuntime(registry.services, "", node_id, node_id, lambda *a: None, lambda: False,
+                               lambda text: None)
+        return None
+    return value
+
+
 def validate_prompt(prompt: Any, registry: NodeRegistry, partial_targets: list | None = None,
                     hidden_value: Callable[[str, str], Any] | None = None) -> ValidationResult:
     """Validate an API prompt; returns the outputs to execute and ComfyUI-shaped errors."""
@@ -255,7 +270,7 @@ def validate_prompt(prompt: Any, registry: NodeRegistry, partial_targets: list |
     if not outputs:
         return ValidationResult(False, top_error("prompt_no_outputs", "Prompt has no outputs"), [])
 
-    validator = _Validator(prompt, registry, hidden_value or (lambda kind, nid: {} if kind == "PROMPT" else None))
+    validator = _Validator(prompt, registry, hidden_value or _validation_hidden(registry))
     good: list[str] = []
     failed_details: list[str] = []
     dependents: dict[str, list[str]] = {}

@@ -10,8 +10,28 @@ from typing import Any
 
 from nodes.schema import ExecutionBlocker  # noqa: F401 - re-exported for node authors
 
-_default_prefix: contextvars.ContextVar[str | None] = contextvars.ContextVar("graph_prefix", default=None)
-_graph_counter: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("graph_counter", default=None)
+class ExpansionPrefix:
+    """Which node call is running; the executor updates it in place before every call (cheap)."""
+
+    __slots__ = ("node_id", "call_index", "graphs")
+
+    def __init__(self) -> None:
+        self.node_id: str | None = None
+        self.call_index = 0
+        self.graphs = 0
+
+    def enter(self, node_id: str, call_index: int) -> None:
+        self.node_id, self.call_index, self.graphs = node_id, call_index, 0
+
+    def next_prefix(self) -> str | None:
+        if self.node_id is None:
+            return None
+        prefix = f"{self.node_id}.{self.call_index}.{self.graphs}."
+        self.graphs += 1
+        return prefix
+
+
+current_call: contextvars.ContextVar[ExpansionPrefix | None] = contextvars.ContextVar("expansion", default=None)
 
 
 def is_link(value: Any) -> bool:
@@ -51,13 +71,8 @@ class GraphNode:
 class GraphBuilder:
     def __init__(self, prefix: str | None = None) -> None:
         if prefix is None:
-            base = _default_prefix.get()
-            counter = _graph_counter.get()
-            if base is not None and counter is not None:
-                prefix = f"{base}{counter[0]}."
-                counter[0] += 1
-            else:
-                prefix = ""
+            state = current_call.get()
+            prefix = (state.next_prefix() if state is not None else None) or ""
         self.prefix = prefix
         self.nodes: dict[str, GraphNode] = {}
         self._next = 1
@@ -88,20 +103,3 @@ class GraphBuilder:
 
     def finalize(self) -> dict:
         return {nid: node.serialize() for nid, node in self.nodes.items()}
-
-
-def expansion_scope(node_id: str, call_index: int):
-    """Context for one node call: GraphBuilders created inside get '<node>.<call>.<graph>.' ids."""
-    return _Scope(f"{node_id}.{call_index}.")
-
-
-class _Scope:
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def __enter__(self) -> None:
-        self._tokens = (_default_prefix.set(self.base), _graph_counter.set([0]))
-
-    def __exit__(self, *exc: Any) -> None:
-        _default_prefix.reset(self._tokens[0])
-        _graph_counter.reset(self._tokens[1])

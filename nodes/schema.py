@@ -131,7 +131,7 @@ class NodeSchema:
     experimental: bool
     api_node: bool
     input_types_fn: Callable[[], dict]
-    flags: dict = field(default_factory=dict)
+    is_async: bool = False
 
     def input_spec(self) -> InputSpec:
         return parse_input_types(self.input_types_fn() or {})
@@ -231,6 +231,7 @@ def schema_from_class(class_type: str, cls: type, display_name: str | None, pyth
         experimental=bool(getattr(cls, "EXPERIMENTAL", False)),
         api_node=bool(getattr(cls, "API_NODE", False)),
         input_types_fn=input_types_fn or cls.INPUT_TYPES,
+        is_async=inspect.iscoroutinefunction(getattr(cls, function)),
     )
 
 
@@ -272,7 +273,7 @@ def _input(io_type: Any, name: str, optional: bool, **options: Any) -> In:
     return In(name, io_type, optional, {k: v for k, v in options.items() if v is not None})
 
 
-def Int(name: str, default: int = 0, *, min: int | None = -0xFFFFFFFFFFFFFFFF, max: int | None = 0xFFFFFFFFFFFFFFFF,
+def Int(name: str, default: int | None = 0, *, min: int | None = -0xFFFFFFFFFFFFFFFF, max: int | None = 0xFFFFFFFFFFFFFFFF,
         step: int | None = 1, optional: bool = False, **options: Any) -> In:
     return _input("INT", name, optional, default=default, min=min, max=max, step=step, **options)
 
@@ -282,11 +283,13 @@ def Float(name: str, default: float = 0.0, *, min: float | None = None, max: flo
     return _input("FLOAT", name, optional, default=default, min=min, max=max, step=step, **options)
 
 
-def String(name: str, default: str = "", *, multiline: bool = False, optional: bool = False, **options: Any) -> In:
+def String(name: str, default: str | None = "", *, multiline: bool | None = False, optional: bool = False,
+           **options: Any) -> In:
+    """Pass None for default/multiline to leave the key out, matching nodes that declare neither."""
     return _input("STRING", name, optional, default=default, multiline=multiline, **options)
 
 
-def Boolean(name: str, default: bool = False, *, optional: bool = False, **options: Any) -> In:
+def Boolean(name: str, default: bool | None = False, *, optional: bool = False, **options: Any) -> In:
     return _input("BOOLEAN", name, optional, default=default, **options)
 
 
