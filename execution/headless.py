@@ -29,8 +29,9 @@ def load_prompt(ctx: AppContext, path: Path) -> tuple[dict, dict]:
 
 def format_errors(body: dict) -> str:
     lines = []
-    error = body.get("error") or {}
-    lines.append(f"{error.get('message', 'invalid prompt')}: {error.get('details', '')}".rstrip(": "))
+    error = body.get("error")
+    if error:
+        lines.append(f"{error.get('message', 'invalid prompt')}: {error.get('details', '')}".rstrip(": "))
     for node_id, entry in (body.get("node_errors") or {}).items():
         for err in entry.get("errors", []):
             lines.append(f"  node {node_id} ({entry.get('class_type')}): {err['message']} - {err['details']}")
@@ -89,6 +90,8 @@ def run_file(ctx: AppContext, path: Path, seed: int | None = None) -> int:
     if not result.ok:
         print(format_errors(result.body()), file=sys.stderr)
         return 2
+    if result.node_errors:
+        print("some outputs were skipped:\n" + format_errors(result.body()), file=sys.stderr)
     extra["client_id"] = "headless"  # per-prompt messages are only routed to a named client
     printer = _ProgressPrinter(prompt)
     unsubscribe = ctx.hub.subscribe(printer)
