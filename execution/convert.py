@@ -14,6 +14,9 @@ Steps, mirroring the frontend:
    is resolved through reroutes, primitives, bypassed nodes and subgraph boundaries.
 3. A link whose source is not emitted (a muted node, say) is deleted, as the frontend does.
 
+Native reroutes (`extra.reroutes`, links' `parentId`) only change how a link is drawn: the link
+itself still joins origin and target, so they need no handling.
+
 All loops are iterative: reroute chains and subgraph nesting can be arbitrarily deep.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ import io
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal, NamedTuple
 
 from PIL import Image, UnidentifiedImageError
@@ -97,7 +101,6 @@ class _Scope:
     links: dict[str, _Link]
     definition: dict | None = None
     parent: _Scope | None = None
-    instance: dict | None = None
     chain: tuple[str, ...] = ()  # definition ids from the root down, to refuse self-nesting
     promoted: dict[str, Any] = field(default_factory=dict)  # subgraph input name -> instance widget value
     outer_sockets: list[dict | None] = field(default_factory=list)  # the instance's socket per subgraph input
@@ -155,8 +158,6 @@ class _Converter:
                     self._problem(scope, node_id, class_type, "unknown node type")
                     continue
                 emitted.append((scope, node, info))
-        if self._problems:
-            raise WorkflowConversionError("workflow cannot be converted", tuple(self._problems))
         prompt = {scope.prefix + str(node["id"]): self._entry(scope, node, info) for scope, node, info in emitted}
         if self._problems:
             raise WorkflowConversionError("workflow cannot be converted", tuple(self._problems))
@@ -278,7 +279,8 @@ class _Converter:
         socket = scope.outer_sockets[slot]
         if socket is not None and socket.get("link") is not None:
             return scope.parent, str(socket["link"])
-        name = ((scope.definition or {}).get("inputs") or [])[slot].get("name")
+        declared = ((scope.definition or {}).get("inputs") or [])[slot]
+        name = declared.get("name") if isinstance(declared, dict) else None
         if name in scope.promoted:
             return _Resolved("value", scope.promoted[name])
         return _NONE
@@ -295,7 +297,7 @@ class _Converter:
             return None
         definition = self._definitions[def_id]
         child = _Scope(prefix, _nodes_by_id(definition), _links_by_id(definition.get("links")),
-                       definition=definition, parent=scope, instance=node, chain=scope.chain + (def_id,))
+                       definition=definition, parent=scope, chain=scope.chain + (def_id,))
         for link_id, link in child.links.items():
             if link.target == SUBGRAPH_OUTPUT_NODE:
                 child.output_links.setdefault(link.target_slot, link_id)
@@ -365,8 +367,9 @@ class _Converter:
         return definitions
 
     def _group_definition(self, name: str, group: dict) -> dict:
-        nodes = [{**n, "id": i, "inputs": [dict(s) for s in n.get("inputs") or [] if isinstance(s, dict)]}
-                 for i, n in enumerate(n for n in group.get("nodes") or [] if isinstance(n, dict))]
+        members = [n for n in group.get("nodes") or [] if isinstance(n, dict)]  # links address them by index
+        nodes = [{**member, "id": index, "inputs": [dict(s) for s in member.get("inputs") or [] if isinstance(s, dict)]}
+                 for index, member in enumerate(members)]
         links: list[dict] = []
 
         def connect(origin: int, origin_slot: int, target: int, target_slot: int) -> int:
@@ -510,10 +513,13 @@ def _collect_subgraphs(workflow: dict) -> dict[str, dict]:
     found: dict[str, dict] = {}
     pending = [workflow]
     while pending:
-        container = pending.pop()
-        for definition in (container.get("definitions") or {}).get("subgraphs") or []:
-            if isinstance(definition, dict) and "id" in definition and str(definition["id"]) not in found:
-                found[str(definition["id"])] = definition
+        subgraphs = (pending.pop().get("definitions") or {}).get("subgraphs") or []
+        # Normally a list of definitions carrying their id; some tools write {id: definition}.
+        entries = subgraphs.items() if isinstance(subgraphs, dict) else (
+            (d.get("id"), d) for d in subgraphs if isinstance(d, dict))
+        for def_id, definition in entries:
+            if isinstance(definition, dict) and def_id is not None and str(def_id) not in found:
+                found[str(def_id)] = definition
                 pending.append(definition)
     return found
 
@@ -592,7 +598,7 @@ def read_png_metadata(source: bytes | str | os.PathLike) -> dict[str, Any]:
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             text = dict(getattr(image, "text", None) or image.info)
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
         raise WorkflowConversionError(f"cannot read PNG metadata: {exc}") from exc
     found: dict[str, Any] = {}
     for key in ("prompt", "workflow"):
@@ -609,7 +615,7 @@ def load_any(source: bytes | str | os.PathLike) -> tuple[Literal["ui", "api"], d
 
     A PNG's API prompt is preferred over its UI workflow: it is exactly what ran, seeds included.
     """
-    data = source if isinstance(source, bytes) else open(source, "rb").read()
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if data.startswith(PNG_SIGNATURE):
         meta = read_png_metadata(data)
         if isinstance(meta.get("prompt"), dict):

@@ -197,6 +197,46 @@ def test_muted_or_bypassed_subgraph_instance(mode: int, positive: Any) -> None:
     assert prompt["3"]["inputs"]["negative"] == ["11:6", 0]
 
 
+def test_subgraph_definitions_keyed_by_id() -> None:
+    """Some tools write definitions.subgraphs as {id: definition} instead of a list."""
+    ui, expected = _load(FIXTURES, "subgraph_nested")
+    outer = ui["definitions"]["subgraphs"][0]
+    inner = outer["definitions"]["subgraphs"][0]
+    outer["definitions"]["subgraphs"] = {inner.pop("id"): inner}
+    ui["definitions"]["subgraphs"] = {outer.pop("id"): outer}
+    _assert_prompt(ui_to_api(ui, OBJECT_INFO.get), expected)
+
+
+def test_bypass_matches_comma_types_and_wildcards() -> None:
+    """Wanting IMAGE: slot 0 (LATENT) does not fit and no input is exactly IMAGE, so the first
+    compatible one ("IMAGE,MASK") passes through.  Wanting "*": the same slot index."""
+    ui = {"nodes": [
+        {"id": 1, "type": "EmptyLatentImage", "widgets_values": [64, 64, 1]},
+        {"id": 2, "type": "LoadImage", "widgets_values": ["a.png", "image"]},
+        {"id": 3, "type": "AnyCustomNode", "mode": 4,
+         "inputs": [{"name": "a", "type": "LATENT", "link": 1}, {"name": "b", "type": "IMAGE,MASK", "link": 2}]},
+        {"id": 4, "type": "PreviewImage", "inputs": [{"name": "images", "type": "IMAGE", "link": 3}]},
+        {"id": 5, "type": "PreviewImage", "inputs": [{"name": "images", "type": "*", "link": 4}]}],
+        "links": [[1, 1, 0, 3, 0, "LATENT"], [2, 2, 0, 3, 1, "IMAGE"], [3, 3, 0, 4, 0, "IMAGE"], [4, 3, 0, 5, 0, "*"]]}
+    prompt = ui_to_api(ui, OBJECT_INFO.get)
+    assert prompt["4"]["inputs"] == {"images": ["2", 0]}
+    assert prompt["5"]["inputs"] == {"images": ["1", 0]}
+
+
+@pytest.mark.parametrize("separator", [">", "/"])
+def test_group_node_widget_socket_fed_from_outside(separator: str) -> None:
+    """Both legacy type spellings; a group widget converted to a socket takes the outside value."""
+    ui, expected = _load(FIXTURES, "group_node")
+    group = next(n for n in ui["nodes"] if n["id"] == 12)
+    group["type"] = f"workflow{separator}SampleAndDecode"
+    group["inputs"].append({"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 20})
+    ui["nodes"].append({"id": 20, "type": "PrimitiveNode", "widgets_values": [99, "fixed"],
+                        "outputs": [{"name": "INT", "type": "INT", "links": [20], "widget": {"name": "seed"}}]})
+    ui["links"].append([20, 20, 0, 12, 5, "INT"])
+    expected["12:0"]["inputs"]["seed"] = 99
+    _assert_prompt(ui_to_api(ui, OBJECT_INFO.get), expected)
+
+
 def test_misaligned_proxy_widgets_keep_inner_values() -> None:
     ui, _ = _load(FIXTURES, "subgraph_nested")
     next(n for n in ui["nodes"] if n["id"] == 10)["widgets_values"] = ["only one value"]
