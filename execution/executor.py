@@ -63,7 +63,10 @@ class NodeError(Exception):
 
 
 class DependencyCycleError(Exception):
-    pass
+    """Nothing is ready and nothing is running: the graph (usually an expansion) has a cycle."""
+
+    # Clients match on ComfyUI's name for this error.
+    comfy_type = "graph.DependencyCycleError"
 
 
 class NodeInputError(Exception):
@@ -429,14 +432,17 @@ class _Run:
         return RunOutcome(status, self.messages, self.ui, self.meta, outcome_event, self.executed, self.cached)
 
     def error_payload(self, err: NodeError) -> dict:
+        """ComfyUI's execution_error: node exceptions get str(ex) + "\\n" (+ tips); a cycle has no inputs."""
         exc = err.exc
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__) if exc.__traceback__ else []
+        cycle = isinstance(exc, DependencyCycleError)
         return {"prompt_id": self.prompt_id, "node_id": self.dyn.get_real_node_id(err.node_id) if
                 self.dyn.has_node(err.node_id) else err.node_id, "node_type": err.node_type,
-                "executed": list(self.executed), "exception_message": str(exc),
-                "exception_type": exception_type_name(exc), "traceback": tb[1:] if len(tb) > 1 else tb,
-                "current_inputs": format_inputs(err.inputs), "current_outputs": list(self.dyn.original),
-                "timestamp": now_ms()}
+                "executed": list(self.executed), "exception_message": str(exc) if cycle else f"{exc}\n",
+                "exception_type": DependencyCycleError.comfy_type if cycle else exception_type_name(exc),
+                "traceback": tb[1:] if len(tb) > 1 else tb,
+                "current_inputs": [] if cycle else format_inputs(err.inputs),
+                "current_outputs": list(self.dyn.original), "timestamp": now_ms()}
 
     # ---------------------------------------------------------------- one node
     def instance(self, nid: str, schema: NodeSchema) -> Any:
