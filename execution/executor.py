@@ -497,7 +497,8 @@ class _Run:
                     results.append(self.report_blocker(nid, class_type, blocker))
                     continue
                 self.prefix.enter(nid, index)
-                results.append(func(**call))
+                result = func(**call)
+                results.append(_in_call(result, nid, index) if inspect.isawaitable(result) else result)
             if any(inspect.isawaitable(r) for r in results):
                 return await self.start_async(nid, schema, results, args)
             return self.handle_results(nid, schema, results, args)
@@ -778,6 +779,14 @@ def _run_coroutine_blocking(coro: Any) -> Any:
     if error:
         raise error[0]
     return result[0]
+
+
+async def _in_call(awaitable: Any, node_id: str, call_index: int) -> Any:
+    """Await a node call with its own expansion prefix: its task resumes after other calls moved the shared one."""
+    state = ExpansionPrefix()
+    state.enter(node_id, call_index)
+    current_call.set(state)  # tasks run in a copied context, so this stays local to the call
+    return await awaitable
 
 
 async def _awaited(value: Any) -> Any:

@@ -715,6 +715,19 @@ def test_async_lazy_check_skips_the_unneeded_branch(runner: Runner, g: GraphBuil
     assert result.ran.count(pick.id) == 2
 
 
+def test_async_expansion_ids_name_their_own_call(runner: Runner, g: GraphBuilder) -> None:
+    """Each call's graph gets "<node>.<call>.0." even when built after an await (other nodes ran meanwhile)."""
+    values = g.node("TestMakeListNode", value1=0.1, value2=0.5)
+    first = g.node("TestAsyncExpansion", value=values.out(0), delay=0.02)
+    other = g.node("TestAsyncExpansion", value=1.0, delay=0.01)
+    out_first, out_other = save(g, first.out(0)), save(g, other.out(0))
+    result = runner.run(g)
+    assert result.values(out_first.id) == [25, 127]
+    assert result.values(out_other.id) == [255]
+    expanded = {e["node"] for e in result.events("executing")} - set(g.finalize())
+    assert expanded == {f"{first.id}.0.0.1", f"{first.id}.1.0.1", f"{other.id}.0.0.1"}
+
+
 def test_mixed_sync_and_async_graph(runner: Runner, g: GraphBuilder) -> None:
     white = g.node("TestSleep", value=image(g, "WHITE").out(0), seconds=0.05)
     half = g.node("TestIsChangedWithConstants", image=white.out(0), value=0.5)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
+from nodes.graph_builder import GraphBuilder
+
 
 class TestSleep:
     """Awaits `seconds`, then passes `value` through; several of them must overlap."""
@@ -98,10 +100,30 @@ class TestAsyncLazyCheck:
         return (input1 if condition else input2,)
 
 
+class TestAsyncExpansion:
+    """Awaits first, then expands into a constant image: expansion ids must still name this call."""
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {"value": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0}),
+                             "delay": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 60.0})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "expand"
+    CATEGORY = "Testing/Async"
+
+    async def expand(self, value: float, delay: float) -> dict:
+        await asyncio.sleep(delay)
+        graph = GraphBuilder()
+        image = graph.node("StubConstantImage", value=value, height=8, width=8, batch_size=1)
+        return {"result": (image.out(0),), "expand": graph.finalize()}
+
+
 NODE_CLASS_MAPPINGS = {
     "TestSleep": TestSleep,
     "TestAsyncValidation": TestAsyncValidation,
     "TestAsyncError": TestAsyncError,
     "TestAsyncTimeout": TestAsyncTimeout,
     "TestAsyncLazyCheck": TestAsyncLazyCheck,
+    "TestAsyncExpansion": TestAsyncExpansion,
 }
