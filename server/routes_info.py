@@ -1,0 +1,209 @@
+"""Read-only facts about this server: nodes, model folders, system, features, extensions, i18n, templates."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import torch
+from aiohttp import hdrs, web
+
+from execution.context import AppContext, Config
+from model_management.folders import contained
+from server.errors import RequestError
+from server.keys import CTX, WEB_ROOT, WS
+from server.security import served_as
+
+ROUTES = web.RouteTableDef()
+INTERNAL_ROUTES = web.RouteTableDef()
+COMFYUI_API_VERSION = "0.8.0"  # the upstream version whose API Sumi implements
+FRONTEND_API_VERSION = "1.35.9"
+TEMPLATE_DIRS = ("example_workflows", "example", "examples", "workflow", "workflows")
+LOCALE_PARTS = ("main", "nodeDefs", "commands", "settings")
+
+
+# ------------------------------------------------------------------ nodes
+@ROUTES.get("/object_info")
+async def object_info(request: web.Request) -> web.Response:
+    # INPUT_TYPES may list folders; keep that off the loop.
+    return web.json_response(await asyncio.to_thread(request.app[CTX].registry.object_info))
+
+
+@ROUTES.get("/object_info/{node_class}")
+async def object_info_one(request: web.Request) -> web.Response:
+    name = request.match_info["node_class"]
+    schema = request.app[CTX].registry.get(name)
+    if schema is None:
+        return web.json_response({})
+    return web.json_response({name: await asyncio.to_thread(schema.object_info)})
+
+
+# ------------------------------------------------------------------ models
+@ROUTES.get("/models")
+async def model_folders(request: web.Request) -> web.Response:
+    return web.json_response(request.app[CTX].folders.model_keys())
+
+
+@ROUTES.get("/models/{folder}")
+async def model_files(request: web.Request) -> web.Response:
+    folders = request.app[CTX].folders
+    key = request.match_info["folder"]
+    if key not in folders.models:  # legacy 'clip'/'unet' deliberately unmapped here, as upstream
+        raise RequestError(404, f"unknown model folder {key!r}")
+    return web.json_response(await asyncio.to_thread(folders.list_models, key))
+
+
+@ROUTES.get("/embeddings")
+async def embeddings(request: web.Request) -> web.Response:
+    names = await asyncio.to_thread(request.app[CTX].folders.list_models, "embeddings")
+    return web.json_response([os.path.splitext(n)[0] for n in names])
+
+
+# ------------------------------------------------------------------ server
+@ROUTES.get("/features")
+async def features(request: web.Request) -> web.Response:
+    return web.json_response(request.app[WS].features)
+
+
+def _ram() -> tuple[int, int]:
+    """(total, available) bytes; MemAvailable is what a new allocation can really get."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = os.sysconf("SC_PHYS_PAGES") * page
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return total, int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return total, os.sysconf("SC_AVPHYS_PAGES") * page
+
+
+def _device(config: Config, ram: tuple[int, int]) -> dict:
+    if torch.cuda.is_available() and not config.cpu:
+        index = torch.cuda.current_device()
+        free, total = torch.cuda.mem_get_info(index)
+        reserved = torch.cuda.memory_reserved(index)
+        return {"name": f"cuda:{index} {torch.cuda.get_device_name(index)}", "type": "cuda", "index": index,
+                "vram_total": total, "vram_free": free,
+                "torch_vram_total": reserved, "torch_vram_free": reserved - torch.cuda.memory_allocated(index)}
+    return {"name": "cpu", "type": "cpu", "index": None, "vram_total": ram[0], "vram_free": ram[1],
+            "torch_vram_total": ram[0], "torch_vram_free": ram[1]}
+
+
+def system_stats(config: Config) -> dict:
+    ram = _ram()
+    return {
+        "system": {"os": sys.platform, "ram_total": ram[0], "ram_free": ram[1],
+                   "comfyui_version": COMFYUI_API_VERSION, "required_frontend_version": FRONTEND_API_VERSION,
+                   "installed_templates_version": None, "required_templates_version": None,
+                   "python_version": sys.version, "pytorch_version": torch.__version__,
+                   "embedded_python": False, "argv": list(config.argv)},
+        "devices": [_device(config, ram)],
+    }
+
+
+@ROUTES.get("/system_stats")
+async def get_system_stats(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.to_thread(system_stats, request.app[CTX].config))
+
+
+@ROUTES.get("/extensions")
+async def extensions(request: web.Request) -> web.Response:
+    """Extension scripts the editor should import: web/extensions/** and each node pack's WEB_DIRECTORY."""
+    def scripts(root: Path, prefix: str) -> list[str]:
+        return [f"{prefix}/{p.relative_to(root).as_posix()}" for p in sorted(root.rglob("*.js"))] \
+            if root.is_dir() else []
+
+    urls = scripts(request.app[WEB_ROOT] / "extensions", "/extensions")
+    for pack, directory in request.app[CTX].registry.web_dirs.items():
+        urls += scripts(directory, f"/extensions/{quote(pack)}")
+    return web.json_response(urls)
+
+
+# ------------------------------------------------------------------ node pack data: i18n, templates
+def _packs(ctx: AppContext) -> list[Path]:
+    return [entry for root in ctx.folders.custom_nodes if root.is_dir() for entry in sorted(root.iterdir())
+            if entry.is_dir() and not entry.name.startswith((".", "__")) and not entry.name.endswith(".disabled")]
+
+
+def _merge(into: dict, data: dict) -> None:
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _translations(packs: list[Path]) -> dict:
+    """{lang: main.json merged at the top, nodeDefs/commands/settings under their own keys}."""
+    result: dict[str, dict] = {}
+    for pack in packs:
+        locales = pack / "locales"
+        for lang_dir in sorted(locales.iterdir()) if locales.is_dir() else ():
+            for part in LOCALE_PARTS:
+                try:
+                    data = json.loads((lang_dir / f"{part}.json").read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                if isinstance(data, dict):
+                    lang = result.setdefault(lang_dir.name, {})
+                    _merge(lang if part == "main" else lang.setdefault(part, {}), data)
+    return result
+
+
+@ROUTES.get("/i18n")
+async def i18n(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.to_thread(_translations, _packs(request.app[CTX])))
+
+
+def _template_dirs(ctx: AppContext) -> dict[str, Path]:
+    found = {}
+    for pack in _packs(ctx):
+        directory = next((pack / d for d in TEMPLATE_DIRS if (pack / d).is_dir()), None)
+        if directory is not None:
+            found[pack.name] = directory
+    return found
+
+
+@ROUTES.get("/workflow_templates")
+async def workflow_templates(request: web.Request) -> web.Response:
+    dirs = _template_dirs(request.app[CTX])
+    return web.json_response({pack: sorted(p.stem for p in d.glob("*.json")) for pack, d in dirs.items()})
+
+
+@ROUTES.get("/workflow_templates/{pack}/{name}")
+async def workflow_template(request: web.Request) -> web.StreamResponse:
+    directory = _template_dirs(request.app[CTX]).get(request.match_info["pack"])
+    path = contained(directory, request.match_info["name"]) if directory is not None else None
+    if path is None or not path.is_file():
+        raise RequestError(404, "template not found")
+    content_type, content_disposition = served_as(path.name)
+    return web.FileResponse(path, headers={hdrs.CONTENT_TYPE: content_type,
+                                           hdrs.CONTENT_DISPOSITION: content_disposition})
+
+
+# ------------------------------------------------------------------ /internal (not duplicated under /api)
+@INTERNAL_ROUTES.get("/internal/folder_paths")
+async def folder_paths(request: web.Request) -> web.Response:
+    return web.json_response({key: [str(p) for p in paths]
+                              for key, paths in request.app[CTX].folders.models.items()})
+
+
+@INTERNAL_ROUTES.get("/internal/logs")
+async def logs(request: web.Request) -> web.Response:
+    """Log streaming is not implemented; the editor gets an empty log."""
+    return web.json_response("")
+
+
+@INTERNAL_ROUTES.get("/internal/logs/raw")
+async def logs_raw(request: web.Request) -> web.Response:
+    return web.json_response({"entries": [], "size": {"cols": 80, "rows": 24}})
+
+
+@INTERNAL_ROUTES.patch("/internal/logs/subscribe")
+async def logs_subscribe(request: web.Request) -> web.Response:
+    return web.Response()
