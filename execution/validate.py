@@ -143,20 +143,23 @@ class _Validator:
                                    "Bad linked input, must be a length-2 list of [node_id, slot_index]", name,
                                    {"input_name": name, "input_config": decl.config(), "received_value": value})
                     continue
-                source_id, slot = str(value[0]), value[1]
-                source = self.prompt.get(source_id)
+                # Ids are strings and slots ints, exactly: anything else would not be a link at run time.
+                source_id, slot = value
+                source = self.prompt.get(source_id) if isinstance(source_id, str) else None
                 if source is None or not isinstance(source, dict):
+                    # ComfyUI's KeyError: caught at top level for an output, by the consumer for an inner node.
+                    extra = {"exception_type": "KeyError", "traceback": []} if is_output else {
+                        "input_name": name, "input_config": decl.config(),
+                        "exception_message": f"linked node {source_id!r} does not exist",
+                        "exception_type": "KeyError", "traceback": [], "linked_node": value}
                     kind, msg = (("exception_during_validation", "Exception when validating node") if is_output
                                  else ("exception_during_inner_validation", "Exception when validating inner node"))
-                    self.add_error(node_id, kind, msg, repr(source_id),
-                                   {"input_name": name, "input_config": decl.config(),
-                                    "exception_message": f"linked node {source_id!r} does not exist",
-                                    "exception_type": "KeyError", "traceback": [], "linked_node": value})
+                    self.add_error(node_id, kind, msg, repr(source_id), extra)
                     continue
                 source_schema = self.registry.get(source["class_type"])
                 try:
-                    received = source_schema.output_types[int(slot)]
-                except (IndexError, ValueError, TypeError):
+                    received = source_schema.output_types[slot]
+                except (IndexError, TypeError):
                     self.add_error(node_id, "return_type_mismatch", "Return type mismatch between linked nodes",
                                    f"{name}, output slot {slot} does not exist on {source['class_type']}",
                                    {"input_name": name, "input_config": decl.config(), "received_type": None,
