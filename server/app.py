@@ -12,8 +12,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from execution.context import AppContext
+from model_management.folders import contained
 from server import routes_files, routes_info, routes_prompt, routes_userdata, security, ws
 from server.errors import RequestError, json_errors
 from server.keys import CTX, WEB_ROOT
@@ -40,11 +42,11 @@ def create_app(ctx: AppContext, *, web_root: Path = DEFAULT_WEB_ROOT) -> web.App
                 web.RouteDef(route.method, prefix + route.path, route.handler, route.kwargs).register(app.router)
     for table in INTERNAL_TABLES:
         app.router.add_routes(table)
-    app.router.add_get("/", index)
-    for pack, directory in ctx.registry.web_dirs.items():
-        app.router.add_static(f"/extensions/{quote(pack)}", directory)
-    if web_root.is_dir():
-        app.router.add_static("/", web_root)
+    app.router.add_get("/", index, name=security.public_name("index"))
+    for i, (pack, directory) in enumerate(ctx.registry.web_dirs.items()):
+        app.router.add_get(f"/extensions/{quote(pack)}/{{path:.+}}", static_files(directory),
+                           name=security.public_name(f"extension_{i}"))
+    app.router.add_get("/{path:.+}", static_files(web_root), name=security.public_name("web"))
     app.on_response_prepare.append(cache_control)
     app.on_response_prepare.append(security.response_headers(ctx.config))
     return app
@@ -55,6 +57,16 @@ async def index(request: web.Request) -> web.StreamResponse:
     if not page.is_file():
         raise RequestError(404, "the editor is not installed (web/index.html is missing)")
     return web.FileResponse(page, headers=NO_CACHE)
+
+
+def static_files(root: Path) -> Handler:
+    """Serve files under `root` (realpath-contained, so symlinks cannot lead out); JSON 404 otherwise."""
+    async def serve_file(request: web.Request) -> web.StreamResponse:
+        path = contained(root, request.match_info["path"])
+        if not path.is_file():
+            raise RequestError(404, "Not Found")
+        return web.FileResponse(path)
+    return serve_file
 
 
 def _image_cache_policy(status: int) -> str | None:

@@ -124,12 +124,15 @@ def _top_level_index(request: web.Request) -> bool:
             and request.headers.get("Sec-Fetch-Mode", "").lower() == "navigate")
 
 
+def public_name(name: str) -> str:
+    """Route name marking a GET route that needs no token: the editor page and static assets."""
+    return f"public:{name}"
+
+
 def _public(request: web.Request) -> bool:
-    """The editor page and static assets load without a token (they hold no user data)."""
-    if request.method not in ("GET", "HEAD"):
-        return False
     resource = request.match_info.route.resource
-    return request.path == "/" or isinstance(resource, web.StaticResource)
+    name = resource.name if resource is not None else None
+    return request.method in ("GET", "HEAD") and bool(name) and name.startswith(public_name(""))
 
 
 def middleware(config: Config) -> Handler:

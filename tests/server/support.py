@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 from aiohttp.test_utils import TestClient
+from PIL import Image
 
 from execution.context import AppContext, Config, build_context
 from nodes.runtime import NodeRuntime
@@ -66,7 +67,21 @@ class WaitNode(Node):
         return (value,)
 
 
-TEST_NODES = {"TestSource": SourceNode, "TestSink": SinkNode, "TestWait": WaitNode}
+class PreviewNode(Node):
+    """Sends one JPEG preview (64x32 shrunk to fit 16) and one progress text, like a sampler would."""
+
+    CATEGORY = "test"
+    INPUTS = (Int("value", 0),)
+    OUTPUTS = (Out("INT"),)
+
+    def execute(self, value: int, rt: NodeRuntime) -> tuple[int]:
+        rt.progress(1, 2, ("JPEG", Image.new("RGB", (64, 32), (255, 0, 0)), 16))
+        rt.send_text(f"value is {value}")
+        rt.progress(2, 2)
+        return (value,)
+
+
+TEST_NODES = {"TestSource": SourceNode, "TestSink": SinkNode, "TestWait": WaitNode, "TestPreview": PreviewNode}
 
 
 def small_prompt(value: int = 3) -> dict:
