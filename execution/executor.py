@@ -665,13 +665,15 @@ class _Run:
         return assembled
 
     def finish(self, nid: str, schema: NodeSchema, calls: list, ui: dict | None, emit_ui: bool = True) -> str:
-        """Merge per-call results into output lists, store them, publish ui, cache."""
+        """Merge per-call results into output lists, store them, publish ui, cache.
+
+        Slots a node never returned stay absent (not empty), so consumers see a missing input (None),
+        as ComfyUI does; a whole-result blocker fills every declared slot.
+        """
         if len(calls) == 1 and type(calls[0]) is tuple and not any(schema.output_is_list) \
                 and not any(isinstance(v, _Spliced) for v in calls[0]):
-            outputs = [[v] for v in calls[0]]
-            outputs.extend([] for _ in range(len(schema.output_types) - len(outputs)))
-            return self.store(nid, outputs, ui, emit_ui)
-        width = max([len(schema.output_types)] + [len(c) for c in calls if isinstance(c, tuple)])
+            return self.store(nid, [[v] for v in calls[0]], ui, emit_ui)
+        width = max([len(c) if isinstance(c, tuple) else len(schema.output_types) for c in calls], default=0)
         outputs: list[list] = [[] for _ in range(width)]
         for call in calls:
             for slot in range(width):

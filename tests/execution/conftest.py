@@ -6,7 +6,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -130,12 +130,23 @@ def runner(executor: Executor) -> Iterator[Runner]:
     r.close()
 
 
+@pytest.fixture
+def runner_for(registry: NodeRegistry) -> Iterator[Callable[[str], Runner]]:
+    """runner_for("lru:4"): a Runner on a fresh Executor whose default policy is the one given."""
+    made: list[Runner] = []
+
+    def make(policy: str) -> Runner:
+        made.append(Runner(make_executor(registry, policy)))
+        return made[-1]
+    yield make
+    for r in made:
+        r.close()
+
+
 @pytest.fixture(params=["classic", "lru:100", "none"])
-def cache_runner(request: pytest.FixtureRequest, registry: NodeRegistry) -> Iterator[Runner]:
+def cache_runner(request: pytest.FixtureRequest, runner_for: Callable[[str], Runner]) -> Runner:
     """The same test under each cache policy the upstream suite uses (classic, LRU, none)."""
-    r = Runner(make_executor(registry, request.param))
-    yield r
-    r.close()
+    return runner_for(request.param)
 
 
 @pytest.fixture

@@ -390,6 +390,31 @@ def test_a_list_of_images_is_not_a_batch(runner: Runner, g: GraphBuilder) -> Non
     assert runner.run(g).values(out.id) == [0, 255]
 
 
+def test_too_short_result_means_a_missing_input(runner: Runner, registry: NodeRegistry, g: GraphBuilder) -> None:
+    """Spec §1.5: return tuples are not checked; a slot that was never returned reaches consumers as None."""
+
+    class ShortResult:
+        RETURN_TYPES = ("INT", "INT")
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls) -> dict:
+            return {"required": {"count": ("INT",)}}
+
+        def run(self, count: int) -> tuple:
+            return (1, 2)[:count]
+
+    registry.register("XShortResult", ShortResult)
+    for count, expected in ((1, [None]), (0, [None])):
+        short = g.node("XShortResult", count=count)
+        out = g.node("TestRecord", value=short.out(1))
+        assert runner.run(g).values(out.id, "value") == expected
+    listed = g.node("TestMakeListNode", value1=1, value2=1)
+    short = g.node("XShortResult", count=listed.out(0))
+    out = g.node("TestRecord", value=short.out(1))
+    assert runner.run(g).values(out.id, "value") == [None]
+
+
 def test_hidden_inputs(runner: Runner, registry: NodeRegistry, g: GraphBuilder) -> None:
     class Hidden:
         RETURN_TYPES = ()
