@@ -8,6 +8,7 @@ instead of reseeding torch's global one, which gives the same numbers without si
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -18,6 +19,11 @@ from torch import Tensor
 NoiseSampler = Callable[[Tensor, Tensor], Tensor]
 
 _SEED_MODULUS = 2 ** 64  # ComfyUI seeds go up to 0xffffffffffffffff; seed+1 must wrap, not fail
+
+# torchsde rounds the tree's end points, so queries exactly at σ_min / σ_max (every SDE run makes
+# them) warn and are clamped onto the rounded ends. Harmless, and not actionable by users.
+warnings.filterwarnings("ignore", message=r"Should have (ta|tb)(>=t0|<=t1) but got", category=UserWarning,
+                        module=r"torchsde\.")
 
 
 def cpu_generator(seed: int) -> torch.Generator:
