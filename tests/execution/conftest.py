@@ -31,6 +31,12 @@ def custom_nodes_root(base: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def pack_root(tmp_path: Path) -> Path:
+    """A fresh custom_nodes root containing the testing pack."""
+    return custom_nodes_root(tmp_path / "packs")
+
+
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> NodeServices:
     folders = Folders.create(tmp_path_factory.mktemp("app"))

@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from execution.context import Config, build_context
+from execution.events import Message
+from execution.submit import submit
 from nodes.graph_builder import GraphBuilder
 from nodes.registry import NodeRegistry
 
@@ -782,3 +786,33 @@ def test_deep_chain_runs_without_recursion(runner: Runner) -> None:
     result = runner.run(prompt)
     assert result.values("out", "value") == [depth]
     assert runner.run(prompt).ran == []
+
+
+# ------------------------------------------------------------------ the pack as a user installs it
+
+def test_pack_loads_through_extra_model_paths_and_runs_in_the_app(tmp_path: Path, pack_root: Path) -> None:
+    """custom_nodes: in extra_model_paths.yaml -> registry -> POST /prompt semantics -> worker -> history."""
+    (tmp_path / "extra.yaml").write_text(f"testing:\n  custom_nodes: {pack_root}\n")
+    ctx = build_context(Config(base_dir=tmp_path / "app", extra_model_paths=[str(tmp_path / "extra.yaml")]),
+                        start_worker=False)
+    try:
+        schema = ctx.registry.get("TestLazyMixImages")
+        assert schema is not None and schema.python_module == "custom_nodes.testing_pack"
+        assert schema.object_info()["display_name"] == "Testing: TestLazyMixImages"
+        messages: list[Message] = []
+        ctx.hub.subscribe(messages.append)
+        prompt = {"1": {"class_type": "StubConstantImage", "inputs": {"value": 0.5, "height": 8, "width": 8,
+                                                                       "batch_size": 1}},
+                  "2": {"class_type": "TestSaveImage", "inputs": {"images": ["1", 0]}}}
+        accepted = submit(ctx, {"prompt": prompt, "client_id": "client-1"})
+        job = ctx.queue.get(timeout=1.0)
+        assert job is not None and job.id == accepted["prompt_id"]
+        ctx.worker.run_job(job)
+        entry = ctx.queue.history_item(job.id)[job.id]
+        assert entry["outputs"] == {"2": {"values": [127]}}
+        assert entry["status"]["status_str"] == "success" and entry["status"]["completed"] is True
+        client = [(m.event, m.data) for m in messages if m.sid == "client-1" and not m.broadcast]
+        assert [event for event, _ in client][-2:] == ["execution_success", "executing"]
+        assert client[-1][1] == {"node": None, "prompt_id": job.id}
+    finally:
+        ctx.close()
