@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 
 from execution.context import AppContext
 from model_management.folders import contained
-from server import routes_files, routes_info, routes_prompt, routes_userdata, security, ws
+from server import routes_files, routes_info, routes_models, routes_prompt, routes_userdata, security, ws
 from server.errors import RequestError, json_errors
 from server.keys import CTX, WEB_ROOT
 
@@ -24,7 +24,8 @@ log = logging.getLogger("sumi.server")
 
 DEFAULT_WEB_ROOT = Path(__file__).resolve().parents[1] / "web"
 API_PREFIXES = ("", "/api")  # every dynamic route answers at /path and /api/path (spec §5.1)
-API_TABLES = (routes_prompt.ROUTES, routes_files.ROUTES, routes_userdata.ROUTES, routes_info.ROUTES, ws.ROUTES)
+API_TABLES = (routes_prompt.ROUTES, routes_files.ROUTES, routes_userdata.ROUTES, routes_models.ROUTES,
+              routes_info.ROUTES, ws.ROUTES)
 INTERNAL_TABLES = (routes_files.INTERNAL_ROUTES, routes_info.INTERNAL_ROUTES)
 NO_CACHE = {hdrs.CACHE_CONTROL: "no-cache", hdrs.PRAGMA: "no-cache", hdrs.EXPIRES: "0"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -93,16 +94,12 @@ async def cache_control(request: web.Request, response: web.StreamResponse) -> N
         response.headers.setdefault(hdrs.CACHE_CONTROL, policy)
 
 
-def listen_addresses(listen: str) -> list[str]:
-    return [a.strip() for a in listen.split(",") if a.strip()] or ["127.0.0.1"]
-
-
 async def serve(ctx: AppContext, *, web_root: Path = DEFAULT_WEB_ROOT) -> None:
     """Serve until cancelled; then stop accepting, close sockets, and stop the worker."""
     runner = web.AppRunner(create_app(ctx, web_root=web_root), handle_signals=False)
     await runner.setup()
     try:
-        for host in listen_addresses(ctx.config.listen):
+        for host in security.listen_addresses(ctx.config.listen):
             await web.TCPSite(runner, host, ctx.config.port).start()
             log.info("Sumi listening on http://%s:%d", f"[{host}]" if ":" in host else host, ctx.config.port)
         await asyncio.Event().wait()

@@ -12,5 +12,5 @@ if TYPE_CHECKING:
     from server.ws import WsHub
 
 CTX = web.AppKey("sumi_ctx", AppContext)
-WS = web.AppKey("sumi_ws", "WsHub")
+WS: web.AppKey[WsHub] = web.AppKey("sumi_ws")
 WEB_ROOT = web.AppKey("sumi_web_root", Path)  # the editor's static files

@@ -1,4 +1,4 @@
-"""Files of the input/output/temp folders: /view, uploads, safetensors metadata, folder listings.
+"""Files of the input/output/temp folders: /view, uploads, folder listings.
 
 Every name from a request passes `checked_name` (malformed → 400) and then `folders.contained`
 (realpath, then containment → 403 for /view, 400 for uploads), so symlinks cannot escape.
@@ -26,7 +26,6 @@ from server.security import checked_name, disposition, served_as
 
 ROUTES = web.RouteTableDef()
 INTERNAL_ROUTES = web.RouteTableDef()
-METADATA_HEADER_LIMIT = 1024 * 1024
 CHANNELS = ("rgba", "rgb", "a")
 
 
@@ -233,36 +232,6 @@ def _apply_mask(original: Path, mask: bytes) -> bytes:
     out = io.BytesIO()
     result.save(out, format="PNG", pnginfo=info, compress_level=4)
     return out.getvalue()
-
-
-# ------------------------------------------------------------------ model metadata
-def read_safetensors_metadata(path: Path) -> dict | None:
-    """The `__metadata__` of a safetensors header, reading at most 1 MiB of header."""
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        if size <= 0 or size > METADATA_HEADER_LIMIT:
-            return None
-        try:
-            header = json.loads(f.read(size))
-        except ValueError:
-            return None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return metadata if isinstance(metadata, dict) else None
-
-
-@ROUTES.get("/view_metadata/{folder_name}")
-async def view_metadata(request: web.Request) -> web.Response:
-    filename = checked_name(request.query.get("filename", ""), "filename")
-    if not filename.endswith(".safetensors"):
-        raise RequestError(404, "only .safetensors files carry metadata")
-    try:
-        path = request.app[CTX].folders.model_path(request.match_info["folder_name"], filename)
-    except FileNotFoundError:
-        raise RequestError(404, "model file not found") from None
-    metadata = await asyncio.to_thread(read_safetensors_metadata, path)
-    if metadata is None:
-        raise RequestError(404, "the file has no readable metadata")
-    return web.json_response(metadata)
 
 
 # ------------------------------------------------------------------ /internal/files

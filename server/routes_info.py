@@ -1,7 +1,9 @@
-"""Read-only facts about this server: nodes, model folders, system, features, extensions, i18n, templates."""
+"""Read-only facts about this server: nodes, system, features, extensions, and node-pack data
+(i18n, workflow templates, global subgraphs)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -39,27 +41,6 @@ async def object_info_one(request: web.Request) -> web.Response:
     if schema is None:
         return web.json_response({})
     return web.json_response({name: await asyncio.to_thread(schema.object_info)})
-
-
-# ------------------------------------------------------------------ models
-@ROUTES.get("/models")
-async def model_folders(request: web.Request) -> web.Response:
-    return web.json_response(request.app[CTX].folders.model_keys())
-
-
-@ROUTES.get("/models/{folder}")
-async def model_files(request: web.Request) -> web.Response:
-    folders = request.app[CTX].folders
-    key = request.match_info["folder"]
-    if key not in folders.models:  # legacy 'clip'/'unet' deliberately unmapped here, as upstream
-        raise RequestError(404, f"unknown model folder {key!r}")
-    return web.json_response(await asyncio.to_thread(folders.list_models, key))
-
-
-@ROUTES.get("/embeddings")
-async def embeddings(request: web.Request) -> web.Response:
-    names = await asyncio.to_thread(request.app[CTX].folders.list_models, "embeddings")
-    return web.json_response([os.path.splitext(n)[0] for n in names])
 
 
 # ------------------------------------------------------------------ server
@@ -184,6 +165,31 @@ async def workflow_template(request: web.Request) -> web.StreamResponse:
     content_type, content_disposition = served_as(path.name)
     return web.FileResponse(path, headers={hdrs.CONTENT_TYPE: content_type,
                                            hdrs.CONTENT_DISPOSITION: content_disposition})
+
+
+def _subgraphs(ctx: AppContext) -> dict[str, tuple[dict, Path]]:
+    """{id: (entry, file)} for custom_nodes/*/subgraphs/*.json; the id is sha256(source + path)."""
+    found = {}
+    for pack in _packs(ctx):
+        for path in sorted((pack / "subgraphs").glob("*.json")):
+            key = hashlib.sha256(f"custom_node{path}".encode()).hexdigest()
+            found[key] = ({"source": "custom_node", "name": path.stem, "info": {"node_pack": pack.name}}, path)
+    return found
+
+
+@ROUTES.get("/global_subgraphs")
+async def global_subgraphs(request: web.Request) -> web.Response:
+    found = await asyncio.to_thread(_subgraphs, request.app[CTX])
+    return web.json_response({key: entry for key, (entry, _) in found.items()})
+
+
+@ROUTES.get("/global_subgraphs/{id}")
+async def global_subgraph(request: web.Request) -> web.Response:
+    found = (await asyncio.to_thread(_subgraphs, request.app[CTX])).get(request.match_info["id"])
+    if found is None:
+        raise RequestError(404, "subgraph not found")
+    entry, path = found
+    return web.json_response({**entry, "data": await asyncio.to_thread(path.read_text, encoding="utf-8")})
 
 
 # ------------------------------------------------------------------ /internal (not duplicated under /api)

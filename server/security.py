@@ -35,6 +35,11 @@ _ACTIVE_CONTENT = ("html", "javascript", "ecmascript", "css", "xml", "svg")
 _INLINE_PREFIXES = ("image/", "video/", "audio/")
 
 
+def listen_addresses(listen: str) -> list[str]:
+    """The comma list of bind addresses in Config.listen (loopback when empty)."""
+    return [a.strip() for a in listen.split(",") if a.strip()] or ["127.0.0.1"]
+
+
 def is_loopback(host: str) -> bool:
     host = host.strip("[]").lower()
     if host == "localhost" or host.endswith(".localhost"):
@@ -68,9 +73,8 @@ class Policy:
     @classmethod
     def from_config(cls, config: Config) -> "Policy":
         trusted = {origin_key(URL(o)) for o in config.trusted_origins}
-        listen = [a.strip() for a in config.listen.split(",") if a.strip()]
         return cls(config.cors_origin, frozenset(trusted), frozenset(h for _, h, _ in trusted),
-                   bool(listen) and all(is_loopback(a) for a in listen), config.auth_token or None)
+                   all(is_loopback(a) for a in listen_addresses(config.listen)), config.auth_token or None)
 
     def host_refusal(self, request: web.Request) -> str | None:
         host = request.headers.get(hdrs.HOST)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 
 import aiohttp
 import pytest
@@ -199,29 +198,7 @@ async def test_view_channels_and_preview(client):
     assert (await client.get("/view", params={"filename": "t.txt", "channel": "rgb"})).status == 400
 
 
-# ------------------------------------------------------------------ /view_metadata, /internal/files
-def write_safetensors(path, metadata: dict | None, header_pad: int = 0) -> None:
-    header = {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
-    if metadata is not None:
-        header["__metadata__"] = metadata
-    raw = json.dumps(header).encode() + b" " * header_pad
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0\0\0\0")
-
-
-async def test_view_metadata(client):
-    folders = ctx_of(client).folders
-    loras = folders.models["loras"][0]
-    write_safetensors(loras / "a.safetensors", {"ss_network_dim": "8"})
-    write_safetensors(loras / "bare.safetensors", None)
-    write_safetensors(loras / "huge.safetensors", {"x": "y"}, header_pad=1024 * 1024)
-    resp = await client.get("/view_metadata/loras", params={"filename": "a.safetensors"})
-    assert resp.status == 200 and await resp.json() == {"ss_network_dim": "8"}
-    assert (await client.get("/api/view_metadata/loras?filename=a.safetensors")).status == 200
-    for folder, name in (("loras", "bare.safetensors"), ("loras", "huge.safetensors"), ("loras", "a.ckpt"),
-                         ("loras", "missing.safetensors"), ("nofolder", "a.safetensors")):
-        assert (await client.get(f"/view_metadata/{folder}", params={"filename": name})).status == 404, name
-
-
+# ------------------------------------------------------------------ /internal/files
 async def test_internal_files_newest_first(client):
     folders = ctx_of(client).folders
     for i, name in enumerate(("old.png", "new.png", ".hidden")):

@@ -33,24 +33,6 @@ async def test_system_stats_shape(client):
     assert device["type"] in ("cpu", "cuda")
 
 
-async def test_models_and_embeddings(client):
-    folders = ctx_of(client).folders
-    checkpoints = folders.models["checkpoints"][0]
-    (checkpoints / "sub").mkdir()
-    for name in ("a.safetensors", "sub/b.ckpt", "notes.txt"):
-        (checkpoints / name).write_bytes(b"x")
-    embeddings = folders.models["embeddings"][0]
-    (embeddings / "sub").mkdir()
-    for name in ("x.pt", "sub/y.safetensors"):
-        (embeddings / name).write_bytes(b"x")
-    keys = await (await client.get("/models")).json()
-    assert keys == folders.model_keys() and "checkpoints" in keys and "clip" not in keys
-    assert await (await client.get("/models/checkpoints")).json() == ["a.safetensors", "sub/b.ckpt"]
-    for unknown in ("clip", "unet", "nope"):
-        assert (await client.get(f"/models/{unknown}")).status == 404, unknown
-    assert await (await client.get("/embeddings")).json() == ["sub/y", "x"]
-
-
 async def test_internal_routes(client):
     paths = await (await client.get("/internal/folder_paths")).json()
     assert paths["checkpoints"] and all(isinstance(p, str) for p in paths["checkpoints"])
@@ -70,6 +52,8 @@ async def test_node_pack_assets(make_client, tmp_path):
     (pack / "locales" / "en" / "nodeDefs.json").write_text(json.dumps({"MyNode": {"display_name": "Mine"}}))
     (pack / "example_workflows").mkdir()
     (pack / "example_workflows" / "demo.json").write_text('{"nodes": []}')
+    (pack / "subgraphs").mkdir()
+    (pack / "subgraphs" / "blur.json").write_text('{"definitions": {}}')
     client = await make_client()
     web_ext = tmp_path / "app0" / "web" / "extensions" / "core"
     web_ext.mkdir(parents=True)
@@ -88,6 +72,13 @@ async def test_node_pack_assets(make_client, tmp_path):
     template = await client.get("/api/workflow_templates/sumi_test_webpack/demo.json")
     assert template.status == 200 and await template.json() == {"nodes": []}
     assert (await client.get("/api/workflow_templates/sumi_test_webpack/missing.json")).status == 404
+    subgraphs = await (await client.get("/global_subgraphs")).json()
+    [(key, entry)] = subgraphs.items()
+    assert len(key) == 64
+    assert entry == {"source": "custom_node", "name": "blur", "info": {"node_pack": "sumi_test_webpack"}}
+    full = await (await client.get(f"/api/global_subgraphs/{key}")).json()
+    assert full == {**entry, "data": '{"definitions": {}}'}
+    assert (await client.get("/global_subgraphs/unknown")).status == 404
 
 
 def free_port() -> int:
