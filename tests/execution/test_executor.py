@@ -124,6 +124,23 @@ def test_outputs_and_async_nodes_are_picked_first(runner: Runner, g: GraphBuilde
     assert result.ran == [src.id, save_b.id, save_a.id]
 
 
+def test_output_reuse(runner: Runner, g: GraphBuilder) -> None:
+    """One source, two identical output nodes: both report their image (the second from the cache)."""
+    src = image(g)
+    first, second = save(g, src.out(0)), save(g, src.out(0))
+    result = runner.run(g)
+    assert result.outcome.outputs == {first.id: {"values": [255]}, second.id: {"values": [255]}}
+    assert result.ran == [src.id, first.id]
+
+
+def test_invalid_output_does_not_stop_the_valid_one(runner: Runner, g: GraphBuilder) -> None:
+    good = save(g, image(g).out(0))
+    bad = save(g, ["missing-node", 0])
+    result = runner.run(g)
+    assert list(result.validation.node_errors) == [bad.id]
+    assert result.status == "success" and list(result.outcome.outputs) == [good.id]
+
+
 def test_output_node_with_socket_output(runner: Runner, g: GraphBuilder) -> None:
     both = g.node("TestOutputNodeWithSocketOutput", image=image(g).out(0), value=0.5)
     out = save(g, both.out(0))
@@ -666,6 +683,33 @@ def test_interrupt_before_the_next_node(runner: Runner, g: GraphBuilder) -> None
                     "executed": [src.id, slow.id], "timestamp": data["timestamp"]}
     assert result.ran[-1] == after.id  # its `executing` was sent; the check precedes the call
     assert [event for event, _ in result.outcome.messages][-1] == "execution_interrupted"
+
+
+def test_interrupt_from_a_node_stops_before_its_next_mapped_call(runner: Runner, registry: NodeRegistry,
+                                                                 g: GraphBuilder) -> None:
+    calls: list[int] = []
+
+    class InterruptsOnce:
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls) -> dict:
+            return {"required": {"value": ("INT",)}}
+
+        def run(self, value: int) -> tuple[int]:
+            calls.append(value)
+            runner.executor.interrupt.request()
+            return (value,)
+
+    registry.register("XInterruptsOnce", InterruptsOnce)
+    items = g.node("TestMakeListNode", value1=1, value2=2, value3=3)
+    node = g.node("XInterruptsOnce", value=items.out(0))
+    g.node("TestRecord", value=node.out(0))
+    result = runner.run(g)
+    assert result.status == "interrupted" and calls == [1]
+    assert result.outcome.terminal[1]["node_id"] == node.id
+    assert result.outcome.terminal[1]["executed"] == [items.id]
 
 
 def test_interrupt_targets_only_the_running_prompt(runner: Runner, g: GraphBuilder) -> None:
