@@ -5,7 +5,9 @@ POST /prompt does, then records every emitted message.  "Ran" means an `executin
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -249,6 +251,33 @@ def test_failing_is_changed_means_always_rerun(runner: Runner, registry: NodeReg
     node = g.node("XBrokenIsChanged", value=3)
     out = g.node("TestRecord", value=node.out(0))
     assert runner.run(g).values(out.id, "value") == [3]
+    assert runner.run(g).ran == [node.id, out.id]
+
+
+def test_async_is_changed(runner: Runner, registry: NodeRegistry, g: GraphBuilder) -> None:
+    class AsyncFingerprint:
+        RETURN_TYPES = ("FLOAT",)
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls) -> dict:
+            return {"required": {"value": ("FLOAT",)}}
+
+        @classmethod
+        async def IS_CHANGED(cls, value: float) -> float:
+            await asyncio.sleep(0)
+            return value
+
+        def run(self, value: float) -> tuple[float]:
+            return (value,)
+
+    registry.register("XAsyncFingerprint", AsyncFingerprint)
+    node = g.node("XAsyncFingerprint", value=1.0)
+    out = g.node("TestRecord", value=node.out(0))
+    assert runner.run(g).values(out.id, "value") == [1.0]
+    assert runner.run(g).ran == []
+    g.lookup_node(node.id.removeprefix("t.")).set_input("value", math.nan)
+    assert runner.run(g).ran == [node.id, out.id]
     assert runner.run(g).ran == [node.id, out.id]
 
 
@@ -591,6 +620,33 @@ def test_mixed_expansion_returns(runner: Runner, g: GraphBuilder) -> None:
     # only the third call (index 2) expanded; GraphBuilder ids are "<parent>.<call>.<graph>.<local>"
     assert sorted(e["node"] for e in expanded) == [f"{mixed.id}.2.0.1", f"{mixed.id}.2.0.2"]
     assert {e["display_node"] for e in expanded} == {mixed.id}
+
+
+def test_expansion_result_linking_a_list_is_spliced(runner: Runner, registry: NodeRegistry,
+                                                   g: GraphBuilder) -> None:
+    """Spec Appendix B.17: a plain (non-list) output that links to a 3-item list becomes 3 items."""
+
+    class ExpandsToList:
+        RETURN_TYPES = ("INT", "STRING")
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls) -> dict:
+            return {"required": {}}
+
+        def run(self) -> dict:
+            graph = GraphBuilder()
+            items = graph.node("TestMakeListNode", value1=1, value2=2, value3=3)
+            return {"result": (items.out(0), "plain"), "expand": graph.finalize()}
+
+    registry.register("XExpandsToList", ExpandsToList)
+    node = g.node("XExpandsToList")
+    spliced = g.node("TestRecord", value=node.out(0))
+    plain = g.node("TestRecord", value=node.out(1))
+    result = runner.run(g)
+    assert result.values(spliced.id, "value") == [1, 2, 3]
+    assert result.values(plain.id, "value") == ["plain"]
+    assert f"{node.id}.0.0.1" in result.ran
 
 
 def test_parallel_sleep_expansion_and_its_ui(runner: Runner, g: GraphBuilder) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import torch
 
@@ -117,7 +118,7 @@ def link_sources(node: dict) -> list[str]:
     return [value[0] for value in node["inputs"].values() if is_link(value)]
 
 
-def loop_body(dynprompt: object, open_id: str, close_id: str) -> list[str]:
+def loop_body(dynprompt: Any, open_id: str, close_id: str) -> list[str]:
     """Nodes upstream of the close node that depend on the open node (iterative, in discovery order)."""
     upstream: list[str] = []
     seen = {close_id, open_id}
@@ -178,7 +179,7 @@ class TestForLoopClose:
     FUNCTION = "close"
     CATEGORY = "Testing/Flow"
 
-    def close(self, flow_control: list, remaining: int, value: object, dynprompt: object,
+    def close(self, flow_control: list, remaining: int, value: object, dynprompt: Any,
               unique_id: str) -> dict | tuple:
         if remaining <= 1:
             return (value,)
