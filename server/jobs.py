@@ -14,6 +14,8 @@ MEDIA_KEYS = ("images", "video", "audio")
 MODEL_3D_EXTENSIONS = frozenset({".obj", ".fbx", ".gltf", ".glb", ".stl", ".ply"})
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 SORT_KEYS = ("created_at", "execution_duration")
+# Newer frontends also ask for "cancelled"; Sumi records interrupted jobs as failed, so it matches nothing.
+STATUS_FILTERS = (*JOB_STATUSES, "cancelled")
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,9 @@ class JobQuery:
         statuses = None
         if query.get("status"):
             statuses = frozenset(s.strip() for s in query["status"].split(",") if s.strip())
-            unknown = sorted(statuses - set(JOB_STATUSES))
+            unknown = sorted(statuses - set(STATUS_FILTERS))
             if unknown:
-                raise ValueError(f"Invalid status {', '.join(unknown)}; expected any of {', '.join(JOB_STATUSES)}")
+                raise ValueError(f"Invalid status {', '.join(unknown)}; expected any of {', '.join(STATUS_FILTERS)}")
         sort_by = query.get("sort_by", "created_at")
         if sort_by not in SORT_KEYS:
             raise ValueError(f"Invalid sort_by {sort_by!r}; expected one of {', '.join(SORT_KEYS)}")

@@ -56,6 +56,10 @@ def encode_image(fmt: str, image: Image.Image, max_size: int | None) -> bytes:
     return out.getvalue()
 
 
+def json_frame(event: str, data: Any) -> str:
+    return json.dumps({"type": event, "data": data}, default=str)
+
+
 def text_frame(node_id: str, text: str) -> bytes:
     node = str(node_id).encode()
     return struct.pack(">II", TEXT, len(node)) + node + text.encode()
@@ -102,9 +106,6 @@ class Client:
             self.close()
             return
         self.outbox.put_nowait(frame)
-
-    def send_json(self, event: str, data: Any) -> None:
-        self.send(json.dumps({"type": event, "data": data}, default=str))
 
     def close(self) -> None:
         self.sender.cancel()
@@ -166,12 +167,12 @@ class WsHub:
         if old is not None:
             old.close()
         client = self.clients[sid] = Client(sid, ws)
-        client.send_json("status", {"status": {"exec_info": {"queue_remaining": self.ctx.queue.remaining()}},
-                                    "sid": sid})
+        client.send(json_frame("status", {"status": {"exec_info": {"queue_remaining": self.ctx.queue.remaining()}},
+                                          "sid": sid}))
         job = self.ctx.worker.current
         node = self.ctx.worker.last_node.get(sid)
         if job is not None and job.client_id == sid and node is not None:
-            client.send_json("executing", {"node": node})
+            client.send(json_frame("executing", {"node": node}))
         return client
 
     def disconnect(self, client: Client) -> None:
@@ -189,7 +190,7 @@ class WsHub:
         if isinstance(message, dict) and message.get("type") == "feature_flags" \
                 and isinstance(message.get("data"), dict):
             client.flags = message["data"]
-            client.send_json("feature_flags", self.features)
+            client.send(json_frame("feature_flags", self.features))
 
     # ------------------------------------------------------------------ fan-out
     def _recipients(self, message: Message) -> list[Client]:
@@ -210,7 +211,7 @@ class WsHub:
                 if client.preview_layout == PREVIEW_WITH_METADATA:
                     client.send(frame)
         else:
-            frame = json.dumps({"type": message.event, "data": message.data}, default=str)
+            frame = json_frame(message.event, message.data)
             for client in clients:
                 client.send(frame)
 

@@ -6,8 +6,11 @@ import json
 import socket
 
 import aiohttp
+import torch
 
+from execution.context import Config
 from server.app import serve
+from server.routes_info import system_stats
 from tests.server.support import ctx_of, make_context
 
 
@@ -31,6 +34,18 @@ async def test_system_stats_shape(client):
     assert set(device) == {"name", "type", "index", "vram_total", "vram_free", "torch_vram_total",
                            "torch_vram_free"}
     assert device["type"] in ("cpu", "cuda")
+
+
+def test_system_stats_reports_the_cuda_device(monkeypatch):
+    """The CUDA branch, checked without a GPU by faking torch.cuda's answers."""
+    fake = {"is_available": lambda: True, "current_device": lambda: 0, "get_device_name": lambda i: "Fake GPU",
+            "mem_get_info": lambda i: (6, 10), "memory_reserved": lambda i: 4, "memory_allocated": lambda i: 1}
+    for name, value in fake.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    assert system_stats(Config())["devices"] == [{
+        "name": "cuda:0 Fake GPU", "type": "cuda", "index": 0, "vram_total": 10, "vram_free": 6,
+        "torch_vram_total": 4, "torch_vram_free": 3}]
+    assert system_stats(Config(cpu=True))["devices"][0]["type"] == "cpu"
 
 
 async def test_internal_routes(client):

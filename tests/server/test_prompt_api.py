@@ -46,6 +46,22 @@ async def test_post_prompt_malformed_bodies(client, payload, kind):
     assert body["node_errors"] == {}
 
 
+async def test_post_ui_workflow(client):
+    pytest.importorskip("execution.convert")
+    workflow = {"version": 0.4, "last_node_id": 2, "last_link_id": 1, "links": [[1, 1, 0, 2, 0, "INT"]],
+                "nodes": [{"id": 1, "type": "TestSource", "mode": 0, "inputs": [],
+                           "outputs": [{"name": "INT", "type": "INT", "links": [1]}], "widgets_values": [9]},
+                          {"id": 2, "type": "TestSink", "mode": 0,
+                           "inputs": [{"name": "value", "type": "INT", "link": 1}], "outputs": []}]}
+    resp = await client.post("/api/prompt", json={"workflow": workflow})
+    assert resp.status == 200, await resp.text()
+    prompt_id = (await resp.json())["prompt_id"]
+    await wait_for(lambda: bool(ctx_of(client).queue.history_item(prompt_id)))
+    record = (await (await client.get(f"/history/{prompt_id}")).json())[prompt_id]
+    assert record["outputs"] == {"2": {"text": ["9"]}}
+    assert record["prompt"][3]["extra_pnginfo"]["workflow"] == workflow
+
+
 async def test_get_prompt_reports_queue_remaining(client):
     assert await (await client.get("/prompt")).json() == {"exec_info": {"queue_remaining": 0}}
 
@@ -292,6 +308,8 @@ async def test_jobs_status_filter_single_job_and_workflow_id(client):
     assert detail["workflow"]["extra_data"]["extra_pnginfo"]["workflow"]["id"] == "wf-1"
     done = await (await client.get("/api/jobs?status=completed")).json()
     assert {j["id"] for j in done["jobs"]} == {running, pending}
+    finished = await (await client.get("/api/jobs?status=completed,failed,cancelled")).json()
+    assert finished["pagination"]["total"] == 2
     missing = await client.get("/api/jobs/nope")
     assert missing.status == 404 and await missing.json() == {"error": "Job not found"}
 
