@@ -550,6 +550,18 @@ def test_blocked_list_items_are_dropped(runner: Runner, g: GraphBuilder) -> None
     assert runner.run(g).values(out.id) == [0, 0]
 
 
+def test_one_blocked_item_blocks_an_input_is_list_call(runner: Runner, g: GraphBuilder) -> None:
+    images = g.node("TestMakeListNode", value1=image(g, "BLACK").out(0), value2=image(g, "WHITE").out(0))
+    flags = g.node("TestMakeListNode", value1=False, value2=True)
+    gate = g.node("TestExecutionBlocker", input=images.out(0), block=flags.out(0))
+    batch = g.node("TestImageListToBatch", images=gate.out(0))
+    blocked = save(g, batch.out(0))
+    per_item = save(g, gate.out(0))
+    result = runner.run(g)
+    assert blocked.id not in result.outcome.outputs
+    assert result.values(per_item.id) == [0]
+
+
 def test_blocker_from_async_source(runner: Runner, g: GraphBuilder) -> None:
     slow = g.node("TestSleep", value=image(g).out(0), seconds=0.05)
     gate = g.node("TestExecutionBlocker", input=slow.out(0), block=True, verbose=True)
