@@ -190,9 +190,9 @@ class TestForLoopClose:
         copies[unique_id] = graph.node(dynprompt.get_node(unique_id)["class_type"], "Recurse")
         for nid, copy in copies.items():
             copy.set_override_display_id(dynprompt.get_display_node_id(nid))
-            for name, value in dynprompt.get_node(nid)["inputs"].items():
-                copy.set_input(name, copies[value[0]].out(value[1]) if is_link(value) and value[0] in copies
-                               else value)
+            for name, given in dynprompt.get_node(nid)["inputs"].items():
+                copy.set_input(name, copies[given[0]].out(given[1]) if is_link(given) and given[0] in copies
+                               else given)
         copies[open_id].set_input("remaining", remaining - 1)
         copies[open_id].set_input("initial_value", dynprompt.get_node(unique_id)["inputs"]["value"])
         return {"result": (copies[unique_id].out(0),), "expand": graph.finalize()}
