@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 from aiohttp import web
 
@@ -60,15 +61,21 @@ async def get_queue(request: web.Request) -> web.Response:
     return web.json_response({"queue_running": running, "queue_pending": pending})
 
 
+async def _clear_and_delete(request: web.Request, clear: Callable[[], object],
+                            delete: Callable[[list[str]], object]) -> web.Response:
+    """POST /queue and POST /history share a body: {"clear": true} and/or {"delete": [ids]}."""
+    body = await _json_object(request)
+    if body.get("clear"):
+        clear()
+    if "delete" in body:
+        delete(_ids(body, "delete"))
+    return web.Response()
+
+
 @ROUTES.post("/queue")
 async def post_queue(request: web.Request) -> web.Response:
-    body = await _json_object(request)
     queue = request.app[CTX].queue
-    if body.get("clear"):
-        queue.clear_pending()
-    if "delete" in body:
-        queue.delete_pending(_ids(body, "delete"))
-    return web.Response()
+    return await _clear_and_delete(request, queue.clear_pending, queue.delete_pending)
 
 
 # ------------------------------------------------------------------ history
@@ -97,13 +104,8 @@ async def get_history_item(request: web.Request) -> web.Response:
 
 @ROUTES.post("/history")
 async def post_history(request: web.Request) -> web.Response:
-    body = await _json_object(request)
     queue = request.app[CTX].queue
-    if body.get("clear"):
-        queue.clear_history()
-    if "delete" in body:
-        queue.delete_history(_ids(body, "delete"))
-    return web.Response()
+    return await _clear_and_delete(request, queue.clear_history, queue.delete_history)
 
 
 # ------------------------------------------------------------------ interrupt / free
