@@ -23,7 +23,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
-    number REAL NOT NULL,
+    number NUMERIC NOT NULL,
     status TEXT NOT NULL,
     prompt TEXT NOT NULL,
     extra_data TEXT NOT NULL,
