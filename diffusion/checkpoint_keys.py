@@ -33,6 +33,7 @@ Prediction type (eps vs v) is mostly **not** in the keys:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -111,19 +112,46 @@ class CheckpointParts(Generic[V]):
     unknown: list[str] = field(default_factory=list)
 
 
+# SDXL's vector conditioning is the pooled text plus this many 256-wide size/crop/score embeddings.
+SDXL_ADM_EMBEDDINGS, REFINER_ADM_EMBEDDINGS, ADM_EMBED_DIM = 6, 5, 256
+
+
+def _family_name(config: Any) -> str:
+    """The family from the UNet's structure; the real models' widths decide first, so odd exports
+    (e.g. SD2 with conv projections) keep their family, and smaller models of the same structure
+    (reduced widths, as in tests) are recognised by structure alone:
+
+    * no vector conditioning: SD1 (conv projections) or SD2 (linear projections);
+    * vector conditioning, linear projections and no attention at full resolution (SDXL's layout):
+      the refiner when y = pooled ‖ 5 embeddings with the pooled width equal to the context width
+      (bigG only), SDXL base when y = pooled ‖ 6 embeddings.
+    """
+    adm, context = config.adm_in_channels, config.context_dim
+    if adm is None:
+        known = {768: "sd1", 1024: "sd2"}.get(context)
+        return known or ("sd2" if config.use_linear_in_transformer else "sd1")
+    if (adm, context) == (2816, 2048):
+        return "sdxl"
+    if (adm, context) == (2560, 1280):
+        return "sdxl_refiner"
+    sdxl_layout = config.use_linear_in_transformer and config.transformer_depth[0] == 0
+    if sdxl_layout and adm == context + REFINER_ADM_EMBEDDINGS * ADM_EMBED_DIM:
+        return "sdxl_refiner"
+    if sdxl_layout and adm > SDXL_ADM_EMBEDDINGS * ADM_EMBED_DIM:
+        return "sdxl"
+    return "unknown"
+
+
 def detect_family(unet: Mapping[str, Any], marker_keys: Iterable[str] = ()) -> ModelFamily:
     """Recognise the family from an ldm UNet state dict (prefix stripped) and top-level marker keys."""
     config = unet_config_from_state_dict(unet)
     markers = set(marker_keys)
-    if config.adm_in_channels is None and config.context_dim == 768:
+    name = _family_name(config)
+    if name == "sd1":
         return ModelFamily("sd1", config.in_channels, "eps")
-    if config.adm_in_channels is None and config.context_dim == 1024:
+    if name == "sd2":
         return ModelFamily("sd2", config.in_channels, None if config.in_channels == 4 else "eps")
-    if config.adm_in_channels == 2816 and config.context_dim == 2048:
-        name = "sdxl"
-    elif config.adm_in_channels == 2560 and config.context_dim == 1280:
-        name = "sdxl_refiner"
-    else:
+    if name == "unknown":
         return ModelFamily("unknown", config.in_channels, None)
     if {"edm_mean", "edm_std"} <= markers:
         prediction = "edm"
@@ -139,9 +167,11 @@ def detect_family(unet: Mapping[str, Any], marker_keys: Iterable[str] = ()) -> M
 def sd2_prediction_from_weights(unet: Mapping[str, Any]) -> str:
     """ComfyUI's SD2 rule: 'v' if std(output_blocks.11.1.transformer_blocks.0.norm1.bias) > 0.09, else 'eps'.
 
+    Block 11 is the last output block of SD2; smaller models of the same structure use their last one.
     Needs real weight values; an empirical statistic, not a guarantee.
     """
-    bias = unet["output_blocks.11.1.transformer_blocks.0.norm1.bias"]
+    last = max(int(m.group(1)) for k in unet if (m := re.match(r"output_blocks\.(\d+)\.", k)))
+    bias = unet[f"output_blocks.{last}.1.transformer_blocks.0.norm1.bias"]
     return "v" if bias.float().std(unbiased=False).item() > 0.09 else "eps"
 
 
@@ -175,7 +205,9 @@ def split_checkpoint(state_dict: Mapping[str, V]) -> CheckpointParts[V]:
 
     for name, (layout, sd) in encoders.items():
         if name == "clip_g/h":
-            name = "clip_g" if sd["token_embedding.weight"].shape[1] == 1280 else "clip_h"
+            # bigG of the refiner (whose UNet takes the vector conditioning) or ViT-H of SD2.
+            is_g = sd["token_embedding.weight"].shape[1] == 1280 or "label_emb.0.0.weight" in parts.unet
+            name = "clip_g" if is_g else "clip_h"
         parts.text_encoders[name] = TextEncoderPart(layout, sd)
     if "input_blocks.0.0.weight" in parts.unet:
         parts.family = detect_family(parts.unet, parts.markers)

@@ -74,4 +74,6 @@ def fit_rgb_projection(decode: Callable[[Tensor], Tensor], fmt: LatentFormat, do
     target = F.avg_pool2d(pixels * 2.0 - 1.0, downscale)  # [1, 3, cells, cells]
     inputs = torch.cat([raw.flatten(2)[0].T, torch.ones(cells * cells, 1)], dim=1)  # [N, C+1]
     solution = torch.linalg.lstsq(inputs.double(), target.flatten(2)[0].T.double()).solution.float()
+    if not torch.isfinite(solution).all():  # e.g. a VAE that overflows in its dtype: no preview rather than NaN
+        return fmt
     return fmt.with_rgb(solution[:-1], solution[-1])

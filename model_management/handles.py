@@ -47,6 +47,7 @@ from diffusion.schedules import DiscreteSchedule
 from diffusion.text_encoders import ClipTextEncoder, ClipUsage, encode_chunks
 from diffusion.tokenizer import ClipTokenizer
 from diffusion.vae import AutoencoderKL, crop_to_multiple, tiled_decode, tiled_encode
+from model_management.devices import DevicePolicy
 
 Tokens = dict[str, list[list[WeightedToken]]]
 # Pixels per VAE call; larger batches are split so activations stay bounded.
@@ -222,3 +223,23 @@ class VaeHandle(Handle):
 
     def decode_tiled(self, latent: Tensor, tile_size: int = 512, overlap: int = 64) -> Tensor:
         return self._batched(lambda z: tiled_decode(self.vae, z, tile_size, overlap), latent, 0).movedim(1, -1)
+
+
+# -- building handles for freshly loaded components ----------------------------------------------
+
+
+def model_handle(denoiser: Denoiser, policy: DevicePolicy) -> ModelHandle:
+    return ModelHandle(base=denoiser, load_device=policy.load_device, offload_device=policy.offload_device)
+
+
+def clip_handle(encoders: Sequence[tuple[ClipTextEncoder, ClipUsage]], family: str,
+                policy: DevicePolicy) -> ClipHandle:
+    tokenizers = {usage.pad_token: ClipTokenizer(usage.pad_token) for _, usage in encoders}
+    slots = tuple(TextEncoderSlot(encoder, usage, tokenizers[usage.pad_token]) for encoder, usage in encoders)
+    return ClipHandle(slots=slots, family=family, load_device=policy.load_device,
+                      offload_device=policy.offload_device)
+
+
+def vae_handle(vae: AutoencoderKL, policy: DevicePolicy) -> VaeHandle:
+    return VaeHandle(vae=vae, dtype=policy.vae_dtype, load_device=policy.vae_device,
+                     offload_device=policy.offload_device)

@@ -68,7 +68,7 @@ def repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
 
 # ---- resizing -------------------------------------------------------------------------------
 
-def _center_crop(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
+def center_crop(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Crop [B,C,H,W] to the target aspect ratio, trimming equal margins from the long side."""
     old_h, old_w = images.shape[-2:]
     old_aspect, new_aspect = old_w / old_h, width / height
@@ -85,7 +85,7 @@ def resize(images: torch.Tensor, width: int, height: int, method: str = "bilinea
     """Resize an IMAGE batch to width×height with one of UPSCALE_METHODS (lanczos goes through PIL)."""
     x = images.movedim(-1, 1)
     if crop == "center":
-        x = _center_crop(x, width, height)
+        x = center_crop(x, width, height)
     if method == "lanczos":
         resized = [pil_to_tensor(tensor_to_pil(img).resize((width, height), Image.Resampling.LANCZOS))
                    for img in x.movedim(1, -1)]

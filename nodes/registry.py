@@ -19,6 +19,9 @@ BUILTIN_MODULES = (
     "nodes.primitives",
     "nodes.image",
     "nodes.mask",
+    "nodes.loaders",
+    "nodes.conditioning",
+    "nodes.latent",
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from model_management.devices import DevicePolicy
 from model_management.folders import Folders
 
 
@@ -23,6 +24,7 @@ class NodeServices:
     disable_metadata: bool = False
     preview_size: int = 512
     models: Any = None  # the model manager (model_management); None until models are used
+    devices: DevicePolicy = field(default_factory=DevicePolicy.from_flags)  # where models run, in which dtype
     settings: dict = field(default_factory=dict)
 
 
