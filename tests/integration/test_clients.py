@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -32,7 +33,9 @@ def workflow(color: int, prefix: str) -> dict:
 
 
 def inverted_rgb(color: int) -> tuple[int, int, int]:
-    return tuple(255 - ((color >> shift) & 0xFF) for shift in (16, 8, 0))
+    """Expected saved pixel: float32 invert, then 255*x truncated to uint8 (as ComfyUI saves)."""
+    channels = np.array([(color >> shift) & 0xFF for shift in (16, 8, 0)], dtype=np.float32) / np.float32(255)
+    return tuple(int(v) for v in np.clip((np.float32(1) - channels) * 255.0, 0, 255).astype(np.uint8))
 
 
 def assert_png(data: bytes, color: int) -> None:
