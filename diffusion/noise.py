@@ -85,9 +85,9 @@ class BrownianTreeNoiseSampler:
         self.out_device = x.device
 
     def __call__(self, sigma: Tensor, sigma_next: Tensor) -> Tensor:
-        t0, t1 = torch.as_tensor(sigma), torch.as_tensor(sigma_next)
+        t0, t1 = torch.as_tensor(sigma).to(self.device), torch.as_tensor(sigma_next).to(self.device)
         lo, hi, sign = (t0, t1, 1) if t0 < t1 else (t1, t0, -1)
-        w = self.tree(lo.to(self.device).float(), hi.to(self.device).float()).to(t0.dtype) * sign
+        w = self.tree(lo.float(), hi.float()).to(t0.dtype) * sign
         return (w / (t1 - t0).abs().sqrt()).to(self.out_device)
 
 

@@ -10,9 +10,13 @@ Every sampler is one function `sample_<name>(model, x, sigmas, extra_args=None, 
 is taken; it may raise to interrupt the run. `SAMPLERS` maps ComfyUI's sampler names to the
 functions; `sample` is what the KSampler node calls.
 
-The formulas follow the published papers; where ComfyUI deviates (e.g. returning D on the last
-step), we follow ComfyUI, since matching its images is the point. Samplers the reference
-vectors cover are tested to 1e-5; docstrings say where parity could not be verified.
+The formulas follow the spec and the published papers; where ComfyUI deviates (e.g. returning D
+on the last step), we follow ComfyUI, since matching its images is the point. Parity with
+ComfyUI is verified (reference trajectories, 1e-5) for euler, euler_ancestral, heun, dpm_2,
+dpm_2_ancestral, lms, dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde, ddpm,
+lcm, ipndm, deis, uni_pc, uni_pc_bh2 and ddim; the `_gpu` variants and dpmpp_2m_sde_heun share
+their code. The other samplers are checked analytically only (convergence order, exactness,
+noise variance); their docstrings name the specific doubts.
 """
 
 from __future__ import annotations
@@ -384,7 +388,7 @@ def _deis_coefficients(sigmas: Tensor, max_order: int, n_points: int = 10_000) -
     eps_s, sigma_lo, sigma_hi = 1e-3, 0.002, 80.0
     beta_d = 2 * (math.log(sigma_lo ** 2 + 1) / eps_s - math.log(sigma_hi ** 2 + 1)) / (eps_s - 1)
     beta_min = math.log(sigma_hi ** 2 + 1) - 0.5 * beta_d
-    s = sigmas.double()
+    s = sigmas.detach().cpu().double()
     taus = ((beta_min ** 2 + 2 * beta_d * torch.log1p(s ** 2)).sqrt() - beta_min) / beta_d
     coeffs: list[list[float]] = []
     for i in range(len(sigmas) - 1):
@@ -935,7 +939,7 @@ def sample_res_multistep(model: Denoiser, x: Tensor, sigmas: Tensor, extra_args:
     b₁ = φ₁ − φ₂/c₂, b₂ = φ₂/c₂, φ_k evaluated at −h and c₂ the previous node's relative
     position −(λ(σ_down,prev) − λ(σ_prev))/h. η > 0 makes it ancestral (steps to σ_down, then
     σ_up noise). First and last steps are Euler. `cfg_pp` re-noises along the unconditional
-    prediction (the history then holds unconditional predictions, as in ComfyUI)."""
+    prediction and keeps unconditional predictions as history, like dpmpp_2m_cfg_pp."""
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = _noise_sampler(noise_sampler, x, extra_args)
     old_denoised = old_sigma_down = None
