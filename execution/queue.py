@@ -274,23 +274,31 @@ class JobQueue:
         return self.put(json.loads(row[0]), extra, json.loads(row[2]), number=self.next_number())
 
     # ------------------------------------------------------------------ jobs API
-    def job_rows(self, statuses: set[str] | None = None) -> list[dict[str, Any]]:
-        """Every job as a plain dict (running and pending from memory, the rest from the DB)."""
+    def job_row(self, job_id: str) -> dict[str, Any] | None:
+        rows = self.job_rows(job_id=job_id)
+        return rows[0] if rows else None
+
+    def job_rows(self, statuses: set[str] | None = None, job_id: str | None = None) -> list[dict[str, Any]]:
+        """Jobs as plain dicts (running and pending from memory, the rest from the DB)."""
         with self._lock:
             out: list[dict[str, Any]] = []
             for status, jobs in (("in_progress", list(self._running.values())), ("pending", list(self._heap))):
                 if statuses and status not in statuses:
                     continue
                 for job in jobs:
+                    if job_id is not None and job.id != job_id:
+                        continue
                     out.append({"id": job.id, "status": status, "number": job.number, "created_at": job.created_at,
                                 "prompt": job.prompt, "extra_data": job.extra_data, "outputs": job.outputs,
                                 "history": None, "started_at": None, "ended_at": None})
             wanted = [s for s in ("completed", "failed") if not statuses or s in statuses]
             if wanted:
                 marks = ",".join("?" * len(wanted))
+                by_id = "" if job_id is None else " AND id=?"
+                params = wanted if job_id is None else [*wanted, job_id]
                 for row in self._db.execute(
                         f"SELECT id, status, number, created_at, prompt, extra_data, outputs, history, started_at, "
-                        f"ended_at FROM jobs WHERE status IN ({marks})", wanted):
+                        f"ended_at FROM jobs WHERE status IN ({marks}){by_id}", params):
                     out.append({"id": row[0], "status": row[1], "number": row[2], "created_at": row[3],
                                 "prompt": json.loads(row[4]), "extra_data": json.loads(row[5]),
                                 "outputs": json.loads(row[6]), "history": json.loads(row[7]) if row[7] else None,

@@ -137,11 +137,10 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 def _find_job(request: web.Request) -> dict:
-    job_id = request.match_info["job_id"]
-    for row in request.app[CTX].queue.job_rows():
-        if row["id"] == job_id:
-            return row
-    raise RequestError(404, "Job not found")
+    row = request.app[CTX].queue.job_row(request.match_info["job_id"])
+    if row is None:
+        raise RequestError(404, "Job not found")
+    return row
 
 
 @ROUTES.get("/api/jobs/{job_id}")
