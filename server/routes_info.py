@@ -167,6 +167,23 @@ async def workflow_template(request: web.Request) -> web.StreamResponse:
                                            hdrs.CONTENT_DISPOSITION: content_disposition})
 
 
+SHIPPED_WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+
+
+@ROUTES.get("/sumi/workflows")
+async def shipped_workflows(request: web.Request) -> web.Response:
+    """Sumi extension: the example workflows that ship in the repository's workflows/ folder."""
+    return web.json_response(sorted(p.name for p in SHIPPED_WORKFLOWS.glob("*.json")))
+
+
+@ROUTES.get("/sumi/workflows/{name}")
+async def shipped_workflow(request: web.Request) -> web.StreamResponse:
+    path = contained(SHIPPED_WORKFLOWS, request.match_info["name"])
+    if path.suffix != ".json" or not path.is_file():
+        raise RequestError(404, "workflow not found")
+    return web.FileResponse(path, headers={hdrs.CONTENT_TYPE: "application/json"})
+
+
 def _subgraphs(ctx: AppContext) -> dict[str, tuple[dict, Path]]:
     """{id: (entry, file)} for custom_nodes/*/subgraphs/*.json; the id is sha256(source + path)."""
     found = {}

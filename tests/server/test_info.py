@@ -125,3 +125,12 @@ async def test_serve_binds_and_stops_the_worker(tmp_path):
         assert not ctx.worker._thread.is_alive()
     finally:
         ctx.close()
+
+
+async def test_shipped_workflows_are_listed_and_served(client):
+    names = await (await client.get("/api/sumi/workflows")).json()
+    assert "invert_image.json" in names
+    workflow = await (await client.get("/api/sumi/workflows/invert_image.json")).json()
+    assert workflow["nodes"][0]["type"] == "EmptyImage"
+    assert (await client.get("/api/sumi/workflows/..%2Fpyproject.toml")).status in (400, 403, 404)
+    assert (await client.get("/api/sumi/workflows/missing.json")).status == 404
