@@ -27,7 +27,7 @@ chromium:
 
 setup: $(STAMP) $(WEB_STAMP) chromium
 
-run: setup
+run: $(STAMP) $(WEB_STAMP)
 	$(BIN)/python main.py $(ARGS)
 
 test: setup
