@@ -6,6 +6,7 @@ Every test gets a fresh browser profile (its own user-data dir), so localStorage
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -121,13 +122,20 @@ class Editor:
         }""", arg=node_id, timeout=timeout)
 
 
-@pytest.fixture
-def editor(playwright_driver, server, tmp_path):
-    context = playwright_driver.chromium.launch_persistent_context(
-        str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+@contextmanager
+def editor_page(driver, server: LiveServer, profile: Path):
+    """An Editor in a browser with a fresh user-data dir at `profile`."""
+    context = driver.chromium.launch_persistent_context(
+        str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
         viewport={"width": 1600, "height": 900})
     try:
         yield Editor(context.new_page(), server)
     finally:
         context.close()
-        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def editor(playwright_driver, server, tmp_path):
+    with editor_page(playwright_driver, server, tmp_path / "profile") as page:
+        yield page

@@ -109,6 +109,7 @@ class PrimitiveNode extends FrontendNode {
     const target = this.targetWidget();
     if (this.widgets?.length || !target) return;
     const { kind } = target.inputSpec;
+    const loadedSize = [...this.size]; // adding widgets resizes the node
     addInputWidget(this, target.name, kind, { ...target.inputSpec, options: { ...target.inputSpec.options, control_after_generate: true, image_upload: false } });
     for (const widget of this.widgets) if (widget.controls) widget.value = "fixed";
     this.widgets[0].value = target.value;
@@ -116,8 +117,10 @@ class PrimitiveNode extends FrontendNode {
     if (!this.loading) {
       Object.assign(this.outputs[0], { name: kind, type: kind, widget: { name: target.name } });
       this.title = target.name;
+      this.setSize(this.computeSize());
+    } else {
+      this.size = loadedSize;
     }
-    this.setSize(this.computeSize());
   }
 
   afterGraphLoaded() {

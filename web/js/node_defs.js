@@ -4,7 +4,7 @@
 
 import { orderedInputs, parseInputSpec, widgetKind } from "./input_spec.js";
 import { addInputWidget } from "./widgets.js";
-import { beginConfigure, finishSerialize } from "./node_serialization.js";
+import { applyNamedWidgetValues, beginConfigure, finishSerialize } from "./node_serialization.js";
 import { syncWidgetSockets } from "./widget_inputs.js";
 import { previewSelectedImage } from "./image_upload.js";
 
@@ -35,6 +35,7 @@ export class ComfyNode extends LGraphNode {
   configure(info) {
     beginConfigure(this, info);
     super.configure(info);
+    applyNamedWidgetValues(this, info);
     syncWidgetSockets(this);
     previewSelectedImage(this);
   }

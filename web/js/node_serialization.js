@@ -14,6 +14,7 @@ export function beginConfigure(node, info) {
   if (info.inputs) node.inputs = [];
   if (info.outputs) node.outputs = [];
   if (info.properties) node.properties = {};
+  if (info.size) node.size = [0, 0]; // a plain array: litegraph's Float32Array would round the size
   node.loadedInfo = {
     keys: new Set(Object.keys(info)),
     pos: Array.isArray(info.pos) ? [...info.pos] : null,
@@ -28,9 +29,22 @@ function plainPair(current, loaded) {
   return pair;
 }
 
-function mergedWidgetValues(ours, loaded) {
-  if (loaded === undefined) return ours;
-  if (!Array.isArray(loaded)) return loaded; // a custom dict form: kept as it came
+/** Widget values saved as {name: value} (some tools write them so) fill widgets by name. */
+export function applyNamedWidgetValues(node, info) {
+  const values = info.widgets_values;
+  if (!values || typeof values !== "object" || Array.isArray(values)) return;
+  for (const widget of node.widgets ?? []) {
+    if (widget.name in values) widget.value = values[widget.name];
+  }
+}
+
+function mergedWidgetValues(node, ours, loaded) {
+  if (loaded === undefined || loaded === null) return ours;
+  if (!Array.isArray(loaded)) {
+    const named = { ...loaded };
+    for (const widget of node.widgets ?? []) if (widget.name in named) named[widget.name] = widget.value;
+    return named;
+  }
   const values = ours ?? [];
   return values.concat(loaded.slice(values.length));
 }
@@ -41,7 +55,7 @@ export function finishSerialize(node, o) {
   o.pos = plainPair(node.pos, loaded?.pos);
   o.size = [node.size[0], node.size[1]];
   if (!loaded) return;
-  const values = mergedWidgetValues(o.widgets_values, loaded.widgetsValues);
+  const values = mergedWidgetValues(node, o.widgets_values, loaded.widgetsValues);
   if (values !== undefined) o.widgets_values = values;
   for (const key of loaded.keys) {
     if (!(key in o) && node[key] !== undefined) o[key] = node[key];

@@ -25,11 +25,11 @@ export function loadWorkflow(graph, data) {
   graph.sumiLoading = true;
   try {
     graph.configure(copy);
+    for (const node of graph._nodes) node.afterGraphLoaded?.();
   } finally {
     graph.sumiLoading = false;
   }
   graph.sumiTopKeys = Object.keys(data);
-  for (const node of graph._nodes) node.afterGraphLoaded?.();
   const canvas = graph.list_of_graphcanvas?.[0];
   const ds = data.extra?.ds;
   if (canvas && ds && Array.isArray(ds.offset)) {
