@@ -71,6 +71,20 @@ def test_queue_shows_the_image_served_by_view(editor):
     assert editor.errors == []
 
 
+def test_run_state_marks_executed_and_cached_nodes(editor):
+    editor.open()
+    ids = editor.build_invert_graph(color=0x0A0B0C, prefix="cached_run")  # unlike any earlier run
+    states = "() => window.sumi.graph._nodes.map((n) => n.sumiRun)"
+    editor.page.click("#queue-button")
+    editor.wait_for_node_image(ids["save"])
+    editor.page.wait_for_function(f"() => ({states})().every((s) => s === 'done')")
+    editor.js("(id) => { window.sumi.graph.getNodeById(id).sumiImages = []; }", ids["save"])
+    editor.page.click("#queue-button")  # identical prompt: everything comes from the cache
+    editor.page.wait_for_function(f"() => ({states})().every((s) => s === 'cached')")
+    editor.wait_for_node_image(ids["save"])  # a cached output node still reports its images
+    assert editor.errors == []
+
+
 def test_validation_error_is_shown_on_the_node_and_input(editor):
     editor.open()
     ids = editor.build_invert_graph()

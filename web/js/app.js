@@ -19,6 +19,7 @@ import { setupPalette } from "./palette.js";
 import { setupFileIO } from "./file_io.js";
 import { BYPASS, MUTED, toggleMode } from "./node_modes.js";
 import { notify } from "./notice.js";
+import { fitView } from "./view.js";
 
 function createCanvas(graph) {
   const element = document.getElementById("graph-canvas");
@@ -58,7 +59,7 @@ function bindToolbar({ canvas, queue, files, loadDefault }) {
       b: () => toggleMode(selected, BYPASS),
       m: () => toggleMode(selected, MUTED),
     };
-    const action = ctrl && shortcuts[event.key];
+    const action = ctrl ? shortcuts[event.key] : event.key === "." && (() => fitView(canvas));
     if (action) {
       event.preventDefault();
       action();
@@ -116,6 +117,10 @@ export async function start() {
   jobs.refresh();
   workflows.refresh();
 
-  window.sumi = { graph, canvas, defs, socket, errors, load, serialize, save, queue, graphToPrompt: () => graphToPrompt(graph) };
+  window.sumi = {
+    graph, canvas, defs, socket, errors, load, serialize, save, queue,
+    graphToPrompt: () => graphToPrompt(graph),
+    fitView: () => fitView(canvas),
+  };
   document.body.dataset.ready = "true";
 }

@@ -19,7 +19,7 @@ export function defaultWorkflow(defs) {
     last_node_id: 9,
     last_link_id: 9,
     nodes: [
-      node(4, "CheckpointLoaderSimple", [30, 470], [315, 98], 0, {
+      node(4, "CheckpointLoaderSimple", [-20, 470], [380, 98], 0, {
         inputs: [], outputs: [["MODEL", "MODEL", [1]], ["CLIP", "CLIP", [3, 5]], ["VAE", "VAE", [8]]], values: [checkpoint],
       }),
       node(6, "CLIPTextEncode", [415, 180], [400, 200], 2, {

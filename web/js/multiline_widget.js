@@ -36,7 +36,10 @@ export function createMultilineWidget(name, value, options = {}) {
     },
 
     draw(ctx, node, width, y) {
-      const height = this.computeSize(width)[1];
+      // The last widget grows with the node, like a text area.
+      const isLast = node.widgets[node.widgets.length - 1] === this;
+      const height = Math.max(this.computeSize(width)[1], isLast ? node.size[1] - y - 8 : 0);
+      const lineCount = Math.floor((height - 10) / LINE_HEIGHT);
       ctx.save();
       ctx.fillStyle = LiteGraph.WIDGET_BGCOLOR;
       ctx.strokeStyle = LiteGraph.WIDGET_OUTLINE_COLOR;
@@ -50,7 +53,7 @@ export function createMultilineWidget(name, value, options = {}) {
       const text = String(this.value ?? "");
       ctx.fillStyle = text ? LiteGraph.WIDGET_TEXT_COLOR : LiteGraph.WIDGET_SECONDARY_TEXT_COLOR;
       const lines = text ? wrap(ctx, text, width - MARGIN * 2 - 12) : [this.options.placeholder || this.name];
-      lines.slice(0, VISIBLE_LINES).forEach((line, i) => {
+      lines.slice(0, lineCount).forEach((line, i) => {
         ctx.fillText(line, MARGIN + 6, y + 15 + i * LINE_HEIGHT);
       });
       ctx.restore();

@@ -3,7 +3,7 @@
 // and display name for the palette, and the description as tooltip.
 
 import { orderedInputs, parseInputSpec, widgetKind } from "./input_spec.js";
-import { addInputWidget } from "./widgets.js";
+import { addInputWidget, widthForWidgets } from "./widgets.js";
 import { applyNamedWidgetValues, beginConfigure, finishSerialize } from "./node_serialization.js";
 import { syncWidgetSockets } from "./widget_inputs.js";
 import { previewSelectedImage } from "./image_upload.js";
@@ -28,7 +28,8 @@ export class ComfyNode extends LGraphNode {
       const extra = def.output_is_list?.[i] ? { shape: LiteGraph.GRID_SHAPE } : undefined;
       this.addOutput(def.output_name?.[i] ?? outputType(type), outputType(type), extra);
     });
-    this.setSize(this.computeSize());
+    const size = this.computeSize();
+    this.setSize([widthForWidgets({ widgets: this.widgets, size }), size[1]]);
     previewSelectedImage(this);
   }
 

@@ -8,7 +8,7 @@ const RANDOM_LIMIT = 2 ** 50; // 1125899906842624
 
 export function addControlWidget(node, target, name) {
   const values = target.type === "combo" ? COMBO_MODES : NUMBER_MODES;
-  const control = node.addWidget("combo", name, "randomize", null, { values, serialize: false });
+  const control = node.addWidget("combo", name, "randomize", () => {}, { values, serialize: false });
   control.controls = target;
   return control;
 }

@@ -36,7 +36,7 @@ function defaultValue(kind, parsed) {
   if (kind === "COMBO") return values?.[0] ?? "";
   if (kind === "BOOLEAN") return false;
   if (kind === "STRING") return "";
-  return options.min ?? 0;
+  return Math.min(Math.max(0, options.min ?? 0), options.max ?? 0);
 }
 
 function addValueWidget(node, name, kind, parsed) {
@@ -60,6 +60,14 @@ function addValueWidget(node, name, kind, parsed) {
     return widget;
   }
   return node.addWidget("text", name, value, () => {}, { placeholder: options.placeholder });
+}
+
+/** A node width at which widget labels and values do not overlap (litegraph never truncates). */
+export function widthForWidgets(node) {
+  const CHAR = 6.5;
+  const widths = (node.widgets ?? []).filter((w) => w.type !== "multiline").map((w) =>
+    (String(w.label ?? w.name).length + String(w.value ?? "").length) * CHAR + 80);
+  return Math.min(Math.max(node.size[0], ...widths), 420);
 }
 
 /** Create the widget for one input (and its companions); returns the value widget. */

@@ -1,6 +1,8 @@
 // UI workflow JSON in and out (spec comfy_api.md §2.2, version 0.4, links as 6-tuples), and the
 // autosave that lets the workflow in progress survive a page reload.
 
+import { fitView } from "./view.js";
+
 const STORAGE_KEY = "sumi.workflow";
 
 export function isUiWorkflow(data) {
@@ -35,6 +37,8 @@ export function loadWorkflow(graph, data) {
   if (canvas && ds && Array.isArray(ds.offset)) {
     canvas.ds.scale = Number(ds.scale) || 1;
     canvas.ds.offset = [Number(ds.offset[0]) || 0, Number(ds.offset[1]) || 0];
+  } else if (canvas) {
+    fitView(canvas);
   }
   graph.setDirtyCanvas(true, true);
   return [...new Set(graph._nodes.filter((node) => node.isMissing).map((node) => node.type))];
