@@ -75,7 +75,8 @@ def build_context(config: Config, *, start_worker: bool = True) -> AppContext:
     folders = Folders.create(base, input_dir=config.input_dir, output_dir=config.output_dir,
                              temp_dir=config.temp_dir, user_dir=config.user_dir, extra_configs=extra)
     folders.ensure(clean_temp=config.persistent_queue)
-    services = NodeServices(folders, disable_metadata=config.disable_metadata, preview_size=config.preview_size)
+    services = NodeServices(folders, disable_metadata=config.disable_metadata, preview_size=config.preview_size,
+                            preview_method=config.preview_method)
     registry = NodeRegistry(services)
     registry.load_builtins()
     registry.load_custom_nodes(folders.custom_nodes, disabled=config.disable_custom_nodes,

@@ -137,6 +137,7 @@ class _Run:
         self.use_cache = policy.kind != "none"
         self.read_cache = self.use_cache and not extra_data.get("force_rerun")
         self.measure = policy.kind == "ram"
+        self.preview_method = ex.services.preview_method_for(extra_data.get("preview_method"))
         self.messages: list[tuple[str, dict]] = []
         self.specs: dict[str, InputSpec] = {}
         self.keys: dict[str, bytes] = {}
@@ -216,7 +217,7 @@ class _Run:
             self.emit("progress_text", {"node_id": node_id, "text": text, "prompt_id": self.prompt_id})
 
         return NodeRuntime(self.ex.services, self.prompt_id, node_id, display, progress,
-                           self.ex.interrupt.is_set, send_text)
+                           self.ex.interrupt.is_set, send_text, self.preview_method)
 
     def is_changed(self, node_id: str, node: dict, schema: NodeSchema) -> str:
         """IS_CHANGED sees constants only (links are None); errors and NaN mean 'always re-run'."""

@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "nodes.loaders",
     "nodes.conditioning",
     "nodes.latent",
+    "nodes.sampling",
 )
 
 

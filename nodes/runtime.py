@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from diffusion.preview import PREVIEW_METHODS
 from model_management.devices import DevicePolicy
 from model_management.folders import Folders
 
@@ -23,9 +24,14 @@ class NodeServices:
     folders: Folders
     disable_metadata: bool = False
     preview_size: int = 512
+    preview_method: str = "none"  # --preview-method: none | auto | latent2rgb | taesd
     models: Any = None  # the model manager (model_management); None until models are used
     devices: DevicePolicy = field(default_factory=DevicePolicy.from_flags)  # where models run, in which dtype
     settings: dict = field(default_factory=dict)
+
+    def preview_method_for(self, requested: Any) -> str:
+        """A prompt's extra_data["preview_method"]; "default", empty or unknown values mean the server's."""
+        return requested if requested in PREVIEW_METHODS else self.preview_method
 
 
 @dataclass
@@ -39,6 +45,7 @@ class NodeRuntime:
     _progress: Callable[[float, float, Any], None]
     _interrupted: Callable[[], bool]
     _send_text: Callable[[str], None]
+    preview_method: str = "none"  # this prompt's: extra_data["preview_method"] or the server's default
 
     @property
     def folders(self) -> Folders:
