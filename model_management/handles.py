@@ -2,14 +2,18 @@
 
 A node that changes a model (CLIPSetLastLayer, LoRA, model-sampling overrides, …) calls ``clone()``
 and changes the clone: the weights stay shared, only the handle's settings are copied, so branching
-a workflow costs no memory. Weights are never modified through a handle; ``patches`` is the slot in
-which a later issue records weight patches (LoRA) for the memory manager to apply when loading.
+a workflow costs no memory. Weights are never modified through a handle; ``patches`` records weight
+patches (LoRA, merges: `model_management.patcher`) that the memory manager applies when it loads the
+handle and removes when it unloads it (`model_management.manager`).
 
 Every handle has
   ``load_device`` / ``offload_device``  where the weights run / rest (from `devices.DevicePolicy`),
-  ``patches``  weight key → list of patches (recorded, not yet applied),
+  ``patches``  tensor name → list of `patcher.Patch` (names: see ``prefixed_modules()``),
   ``options``  free-form per-clone settings (copied by ``clone()``, nested dicts copied too),
-  ``clone()``, ``to_device(device=None)`` (default: load_device), ``offload()``, ``get_ram_usage()``.
+  ``manager``  the app's `ModelManager` (set by the loaders; shared by clones) or None,
+  ``clone()``, ``to_device(device=None)`` (default: load_device, through the manager with the patches
+  applied), ``run(fn, working_memory)`` (fn() with the weights loaded, retried in a lower-memory mode on
+  out-of-memory), ``offload()``, ``get_ram_usage()``, ``prefixed_modules()`` (tensor-name prefix → module).
 
 `ModelHandle` (MODEL)
   ``base``: the `diffusion.model.Denoiser`, shared by clones.
@@ -32,10 +36,9 @@ Every handle has
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +51,10 @@ from diffusion.text_encoders import ClipTextEncoder, ClipUsage, encode_chunks
 from diffusion.tokenizer import ClipTokenizer
 from diffusion.vae import AutoencoderKL, crop_to_multiple, tiled_decode, tiled_encode
 from model_management.devices import DevicePolicy
+from model_management.manager import clip_working_memory, unet_working_memory, vae_working_memory
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations are not evaluated at run time
 
 Tokens = dict[str, list[list[WeightedToken]]]
 # Pixels per VAE call; larger batches are split so activations stay bounded.
@@ -67,11 +74,20 @@ class Handle:
     offload_device: torch.device
     patches: dict[str, list[Any]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    manager: Any = None
 
     def modules(self) -> Iterator[nn.Module]:
         raise NotImplementedError
 
-    def clone(self):  # noqa: ANN201 - returns the subclass
+    def prefixed_modules(self) -> dict[str, nn.Module]:
+        """The modules by the prefix their tensor names carry in ``patches`` (none for one module)."""
+        return {"": module for module in self.modules()}
+
+    def default_working_memory(self) -> int:
+        """Working memory reserved when a caller gives no estimate."""
+        return 0
+
+    def clone(self) -> Self:
         return replace(self, patches={k: list(v) for k, v in self.patches.items()},
                        options=_copy_options(self.options))
 
@@ -80,7 +96,29 @@ class Handle:
             module.to(device)
 
     def offload(self) -> None:
-        self._move(self.offload_device)
+        if self.manager is not None:
+            self.manager.unload([self])
+        else:
+            self._move(self.offload_device)
+
+    def _load(self, device: torch.device | None, working_memory: int | None) -> None:
+        """Weights on `device` (default: load_device): through the manager, which applies the patches;
+        without one (or for another device) the modules are moved as they are."""
+        if self.manager is not None and device in (None, self.load_device):
+            self.manager.load([self], self.default_working_memory() if working_memory is None else working_memory)
+            return
+        if self.patches:
+            raise RuntimeError("weight patches (LoRA, merges) are applied by the model manager; "
+                               "this handle has none (NodeServices.models)")
+        self._move(device or self.load_device)
+
+    def run(self, fn: Callable[[], Any], working_memory: int | None = None) -> Any:
+        """`fn()` with the weights loaded; out-of-memory errors are retried in lower-memory modes."""
+        if self.manager is None:
+            self._load(None, working_memory)
+            return fn()
+        memory = self.default_working_memory() if working_memory is None else working_memory
+        return self.manager.run([self], memory, fn)
 
     def get_ram_usage(self) -> int:
         """Bytes of weights (clones report the shared weights too: an over-estimate is the safe side)."""
@@ -115,8 +153,23 @@ class ModelHandle(Handle):
     def is_clone(self, other: ModelHandle) -> bool:
         return self.base.unet is other.base.unet
 
-    def to_device(self, device: torch.device | None = None) -> Denoiser:
-        self._move(device or self.load_device)
+    def default_working_memory(self) -> int:
+        """One CFG batch (2 latents) at the family's usual size: 128² latents for SDXL, else 64²."""
+        size = 128 if self.family.startswith("sdxl") else 64
+        config = self.base.unet.config
+        return unet_working_memory(config, (2, config.in_channels, size, size), self._dtype())
+
+    def working_memory(self, shape: Sequence[int]) -> int:
+        """Estimated peak activations of one UNet call on a latent batch of `shape` (B, C, H, W)."""
+        return unet_working_memory(self.base.unet.config, shape, self._dtype())
+
+    def _dtype(self) -> torch.dtype:
+        return self.base.unet.time_embed[0].weight.dtype
+
+    def to_device(self, device: torch.device | None = None, working_memory: int | None = None) -> Denoiser:
+        """The denoiser with its weights on `device` (default: load_device; partially when the manager
+        must stream them, so put inputs on ``load_device``, not on a parameter's device)."""
+        self._load(device, working_memory)
         return self.denoiser
 
 
@@ -144,6 +197,12 @@ class ClipHandle(Handle):
     def modules(self) -> Iterator[nn.Module]:
         return (slot.encoder for slot in self.slots)
 
+    def prefixed_modules(self) -> dict[str, nn.Module]:
+        return {f"{slot.key}.": slot.encoder for slot in self.slots}
+
+    def default_working_memory(self) -> int:
+        return sum(clip_working_memory(slot.width, slot.encoder.config.mlp_width, 3) for slot in self.slots)
+
     def set_layer(self, layer: int | None) -> None:
         self.layer = layer
 
@@ -152,7 +211,7 @@ class ClipHandle(Handle):
         return {slot.key: slot.width for slot in self.slots}
 
     def to_device(self, device: torch.device | None = None) -> ClipHandle:
-        self._move(device or self.load_device)
+        self._load(device, None)
         return self
 
     def tokenize(self, text: str, embedding_lookup: EmbeddingLookup | None = None) -> Tokens:
@@ -164,11 +223,17 @@ class ClipHandle(Handle):
     def encode_tokens(self, tokens: Mapping[str, Sequence[list[WeightedToken]]]) -> tuple[Tensor, Tensor]:
         """(cond [1, 77·k, ΣD], pooled [1, P]): each encoder on its own chunks, cut to the shortest and
         concatenated on the feature axis; the pooled output is the last encoder's (spec §1.6)."""
-        self.to_device()
-        conds, pooled = [], None
-        for slot in self.slots:
-            cond, pooled = encode_chunks(slot.encoder, slot.usage, list(tokens[slot.key]), self.layer)
-            conds.append(cond)
+        chunks = max(len(tokens[slot.key]) for slot in self.slots)
+        memory = sum(clip_working_memory(slot.width, slot.encoder.config.mlp_width, chunks) for slot in self.slots)
+
+        def encode() -> tuple[list[Tensor], Tensor | None]:
+            conds, pooled = [], None
+            for slot in self.slots:
+                cond, pooled = encode_chunks(slot.encoder, slot.usage, list(tokens[slot.key]), self.layer)
+                conds.append(cond)
+            return conds, pooled
+
+        conds, pooled = self.run(encode, memory)
         length = min(c.shape[1] for c in conds)
         cond = torch.cat([c[:, :length] for c in conds], dim=-1)
         return cond.float().cpu(), pooled.float().cpu()
@@ -194,17 +259,23 @@ class VaeHandle(Handle):
         return self.vae.latent_channels
 
     def to_device(self, device: torch.device | None = None) -> AutoencoderKL:
-        self._move(device or self.load_device)
+        self._load(device, None)
         return self.vae
 
+    def default_working_memory(self) -> int:
+        return vae_working_memory(self.vae.config.ch * self.vae.config.ch_mult[0], VAE_PIXELS_PER_CALL, 1, self.dtype)
+
     def _batched(self, fn: Any, x: Tensor, pixels_per_item: int) -> Tensor:
-        vae = self.to_device()
-        device = next(vae.parameters()).device
         step = max(1, VAE_PIXELS_PER_CALL // max(pixels_per_item, 1))
-        with torch.no_grad():
-            parts = [fn(x[i:i + step].to(device=device, dtype=self.dtype)).float().cpu()
-                     for i in range(0, x.shape[0], step)]
-        return torch.cat(parts)
+        pixels = pixels_per_item or VAE_PIXELS_PER_CALL  # tiled calls: one tile-sized working set
+        memory = vae_working_memory(self.vae.config.ch * self.vae.config.ch_mult[0], pixels,
+                                    min(step, x.shape[0]), self.dtype)
+
+        def call() -> Tensor:
+            with torch.no_grad():
+                return torch.cat([fn(x[i:i + step].to(device=self.load_device, dtype=self.dtype)).float().cpu()
+                                  for i in range(0, x.shape[0], step)])
+        return self.run(call, memory)
 
     def _prepare(self, pixels: Tensor) -> Tensor:
         """IMAGE [B, H, W, C] → RGB [B, 3, H', W'] cropped to multiples of the downscale factor."""
@@ -228,18 +299,28 @@ class VaeHandle(Handle):
 # -- building handles for freshly loaded components ----------------------------------------------
 
 
-def model_handle(denoiser: Denoiser, policy: DevicePolicy) -> ModelHandle:
-    return ModelHandle(base=denoiser, load_device=policy.load_device, offload_device=policy.offload_device)
+H = TypeVar("H", bound=Handle)
 
 
-def clip_handle(encoders: Sequence[tuple[ClipTextEncoder, ClipUsage]], family: str,
-                policy: DevicePolicy) -> ClipHandle:
+def _registered(handle: H, manager: Any, label: str | None) -> H:
+    if manager is not None:
+        manager.register(handle, label)
+    return handle
+
+
+def model_handle(denoiser: Denoiser, policy: DevicePolicy, manager: Any = None, label: str | None = None) -> ModelHandle:
+    return _registered(ModelHandle(base=denoiser, load_device=policy.load_device,
+                                   offload_device=policy.offload_device, manager=manager), manager, label)
+
+
+def clip_handle(encoders: Sequence[tuple[ClipTextEncoder, ClipUsage]], family: str, policy: DevicePolicy,
+                manager: Any = None, label: str | None = None) -> ClipHandle:
     tokenizers = {usage.pad_token: ClipTokenizer(usage.pad_token) for _, usage in encoders}
     slots = tuple(TextEncoderSlot(encoder, usage, tokenizers[usage.pad_token]) for encoder, usage in encoders)
-    return ClipHandle(slots=slots, family=family, load_device=policy.load_device,
-                      offload_device=policy.offload_device)
+    return _registered(ClipHandle(slots=slots, family=family, load_device=policy.load_device,
+                                  offload_device=policy.offload_device, manager=manager), manager, label)
 
 
-def vae_handle(vae: AutoencoderKL, policy: DevicePolicy) -> VaeHandle:
-    return VaeHandle(vae=vae, dtype=policy.vae_dtype, load_device=policy.vae_device,
-                     offload_device=policy.offload_device)
+def vae_handle(vae: AutoencoderKL, policy: DevicePolicy, manager: Any = None, label: str | None = None) -> VaeHandle:
+    return _registered(VaeHandle(vae=vae, dtype=policy.vae_dtype, load_device=policy.vae_device,
+                                 offload_device=policy.offload_device, manager=manager), manager, label)
