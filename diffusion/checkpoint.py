@@ -220,7 +220,10 @@ def make_denoiser(path: str | Path, unet: UNetModel, markers: Mapping[str, Any] 
     if prediction not in PREDICTIONS:
         raise CheckpointError(path, f"{prediction} prediction models (EDM) are not supported yet")
     schedule = DiscreteSchedule(PREDICTIONS[prediction], zsnr=family.zero_terminal_snr)
-    return family.name, Denoiser(unet, schedule, FAMILY_FORMATS[family.name], family.name)
+    try:
+        return family.name, Denoiser(unet, schedule, FAMILY_FORMATS[family.name], family.name)
+    except ValueError as exc:  # e.g. an 8-channel InstructPix2Pix input
+        raise CheckpointError(path, str(exc)) from exc
 
 
 def with_preview_factors(denoiser: Denoiser, vae: AutoencoderKL) -> Denoiser:

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from diffusion.checkpoint import CheckpointError
+from diffusion.checkpoint import load_checkpoint as build_checkpoint
 from diffusion.checkpoint_keys import UNET_PREFIX, VAE_PREFIX
 from diffusion.keymaps_clip import hf_to_open_clip, open_clip_to_hf
 from diffusion.latent_formats import SD15, SDXL
@@ -294,3 +295,10 @@ def test_open_clip_round_trip_of_tool_output(tiny_state_dict):
     back = hf_to_open_clip(open_clip_to_hf(tower))
     assert set(back) == set(tower) - {"logit_scale"}
     assert all(torch.equal(back[k], tower[k]) for k in back)
+
+
+def test_unsupported_unet_input_names_the_file(tiny_state_dict):
+    sd = dict(tiny_state_dict("sd15"))
+    sd[UNET_PREFIX + "input_blocks.0.0.weight"] = torch.zeros(64, 8, 3, 3)  # InstructPix2Pix-style input
+    with pytest.raises(CheckpointError, match=r"p2p\.safetensors: UNet input of 8 channels is not supported"):
+        build_checkpoint("p2p.safetensors", sd)
