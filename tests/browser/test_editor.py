@@ -184,3 +184,44 @@ def test_missing_front_end_packages_explain_the_fix(editor):
     box = editor.page.wait_for_selector("#fatal", state="visible")
     text = box.inner_text()
     assert "missing" in text and "npm ci --prefix web" in text
+
+
+def test_unknown_node_types_block_queueing_with_a_message(editor):
+    workflow = json.loads((REPO / "workflows" / "invert_image.json").read_text())
+    workflow["nodes"][1]["type"] = "NotInstalledInvert"
+    editor.open()
+    assert editor.load(workflow) == ["NotInstalledInvert"]
+    requests = []
+    editor.page.on("request", lambda request: requests.append(request.url) if "/prompt" in request.url else None)
+    editor.page.click("#queue-button")
+    item = editor.page.wait_for_selector('#error-list li[data-node-id="2"]')
+    assert "NotInstalledInvert" in item.inner_text()
+    assert requests == []
+    # Bypassing the placeholder makes the rest runnable: EmptyImage feeds SaveImage directly.
+    editor.js("() => { window.sumi.graph.getNodeById(2).mode = 4; }")
+    prompt = editor.js("() => window.sumi.graphToPrompt().output")
+    assert prompt["3"]["inputs"]["images"] == ["1", 0] and "2" not in prompt
+
+
+def test_subgraph_workflows_are_converted_by_the_server(editor):
+    workflow = json.loads((REPO / "tests" / "execution" / "fixtures" / "subgraph_nested.ui.json").read_text())
+    editor.open()
+    editor.load(workflow)
+    with editor.page.expect_request(lambda r: r.url.endswith("/api/prompt") and r.method == "POST") as request:
+        editor.page.click("#queue-button")
+    body = request.value.post_data_json
+    assert "prompt" not in body and body["workflow"]["definitions"] == workflow["definitions"]
+    assert body["extra_data"]["extra_pnginfo"]["workflow"] == body["workflow"]
+
+
+@pytest.mark.parametrize(("button", "route", "body"), [
+    ("#interrupt-button", "/api/interrupt", {}),
+    ("#clear-queue-button", "/api/queue", {"clear": True}),
+    ("#free-button", "/api/free", {"unload_models": True, "free_memory": True}),
+])
+def test_toolbar_actions(editor, button, route, body):
+    editor.open()
+    with editor.page.expect_response(lambda r: r.url.endswith(route) and r.request.method == "POST") as response:
+        editor.page.click(button)
+    assert response.value.ok and response.value.request.post_data_json == body
+    assert editor.errors == []

@@ -10,7 +10,7 @@ function authToken() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
-export class ApiError extends Error {
+class ApiError extends Error {
   constructor(message, status, body) {
     super(message);
     this.status = status;
@@ -19,7 +19,7 @@ export class ApiError extends Error {
 }
 
 /** Absolute URL of an API route; `withToken` adds ?token= where headers cannot be set (img, ws). */
-export function apiUrl(path, params = {}, { withToken = false } = {}) {
+function apiUrl(path, params = {}, { withToken = false } = {}) {
   const url = new URL(`api${path}`, document.baseURI);
   for (const [key, value] of Object.entries(params)) {
     if (value !== undefined && value !== null) url.searchParams.set(key, value);

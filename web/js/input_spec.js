@@ -1,7 +1,7 @@
 // Reading /object_info input specs (spec comfy_api.md §1.3, §1.6): which inputs become widgets,
 // and both COMBO spellings, `[[options], {...}]` and `["COMBO", {"options": [...]}]`.
 
-export const WIDGET_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"]);
+const WIDGET_TYPES = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"]);
 // The frontend convention: these INT inputs get a control_after_generate widget even undeclared.
 const SEED_INPUT_NAMES = new Set(["seed", "noise_seed"]);
 

@@ -12,7 +12,7 @@ function outputType(type) {
   return Array.isArray(type) ? "COMBO" : String(type);
 }
 
-export class ComfyNode extends LGraphNode {
+class ComfyNode extends LGraphNode {
   constructor(title) {
     super(title);
     const def = this.constructor.nodeDef;

@@ -37,11 +37,7 @@ export class NodeErrors {
     ]);
   }
 
-  /** A problem found before sending (e.g. missing node types). */
-  showLocal(summary, byNode = []) {
-    this.show(summary, byNode);
-  }
-
+  /** `byNode`: [[node id, [{message, details, input}]]]. */
   show(summary, byNode) {
     this.clear();
     this.summary.textContent = summary;

@@ -6,7 +6,7 @@ import { viewUrl } from "./api.js";
 const MIN_IMAGE_AREA = 220;
 
 /** y (node-local) where free space starts: below the slots and the last widget. */
-export function contentTop(node) {
+function contentTop(node) {
   const rows = Math.max(node.inputs?.length ?? 0, node.outputs?.length ?? 0, 1);
   let top = rows * LiteGraph.NODE_SLOT_HEIGHT + 6;
   for (const widget of node.widgets ?? []) {
@@ -38,7 +38,6 @@ function load(node, src) {
 export function showImages(node, items) {
   clearPreview(node);
   node.sumiImages = items.map((item) => load(node, viewUrl(item)));
-  node.sumiImageItems = items;
 }
 
 /** Show a live preview frame (a Blob) on the node until its outputs arrive. */
@@ -46,18 +45,11 @@ export function showPreview(node, blob) {
   clearPreview(node);
   node.sumiPreviewUrl = URL.createObjectURL(blob);
   node.sumiImages = [load(node, node.sumiPreviewUrl)];
-  node.sumiImageItems = [];
 }
 
 function clearPreview(node) {
   if (node.sumiPreviewUrl) URL.revokeObjectURL(node.sumiPreviewUrl);
   node.sumiPreviewUrl = null;
-}
-
-export function clearImages(node) {
-  clearPreview(node);
-  node.sumiImages = [];
-  node.sumiImageItems = [];
 }
 
 /** Draw the node's images in a grid filling the space below the widgets. */

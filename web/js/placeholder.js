@@ -4,7 +4,7 @@
 
 import { beginConfigure, finishSerialize } from "./node_serialization.js";
 
-export class MissingNode extends LGraphNode {
+class MissingNode extends LGraphNode {
   constructor(title) {
     super(title);
     this.isMissing = true; // overlay.js paints such nodes red

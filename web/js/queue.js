@@ -52,7 +52,7 @@ function missingNodeErrors(graph) {
 export async function queueGraph({ graph, socket, errors, count }) {
   const missing = missingNodeErrors(graph);
   if (missing.length) {
-    errors.showLocal("The workflow uses node types this server does not have", missing);
+    errors.show("The workflow uses node types this server does not have", missing);
     return 0;
   }
   let queued = 0;

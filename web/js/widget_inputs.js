@@ -2,7 +2,7 @@
 // widget: {name}}` (how ComfyUI saves it); while that socket is linked the widget is disabled and
 // the link's value is sent instead.
 
-export function widgetSocketIndex(node, widget) {
+function widgetSocketIndex(node, widget) {
   return (node.inputs ?? []).findIndex((slot) => slot.widget?.name === widget.name);
 }
 
@@ -15,13 +15,13 @@ export function syncWidgetSockets(node) {
   }
 }
 
-export function convertToInput(node, widget) {
+function convertToInput(node, widget) {
   if (widgetSocketIndex(node, widget) >= 0) return;
   node.addInput(widget.name, widget.inputSpec.kind, { widget: { name: widget.name } });
   node.setSize([Math.max(node.size[0], node.computeSize()[0]), Math.max(node.size[1], node.computeSize()[1])]);
 }
 
-export function convertToWidget(node, widget) {
+function convertToWidget(node, widget) {
   const index = widgetSocketIndex(node, widget);
   if (index < 0) return;
   if (node.inputs[index].link != null) node.disconnectInput(index);

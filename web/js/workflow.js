@@ -5,7 +5,7 @@ import { fitView } from "./view.js";
 
 const STORAGE_KEY = "sumi.workflow";
 
-export function isUiWorkflow(data) {
+function isUiWorkflow(data) {
   return Boolean(data && typeof data === "object" && Array.isArray(data.nodes));
 }
 
