@@ -19,27 +19,27 @@ export function defaultWorkflow(defs) {
     last_node_id: 9,
     last_link_id: 9,
     nodes: [
-      node(4, "CheckpointLoaderSimple", [-20, 470], [380, 98], 0, {
+      node(4, "CheckpointLoaderSimple", [0, 330], [360, 98], 0, {
         inputs: [], outputs: [["MODEL", "MODEL", [1]], ["CLIP", "CLIP", [3, 5]], ["VAE", "VAE", [8]]], values: [checkpoint],
       }),
-      node(6, "CLIPTextEncode", [415, 180], [400, 200], 2, {
+      node(6, "CLIPTextEncode", [400, 60], [400, 180], 2, {
         inputs: [["clip", "CLIP", 3]], outputs: [["CONDITIONING", "CONDITIONING", [4]]],
         values: ["a watercolor painting of a lighthouse on a cliff at sunset, soft light"],
       }),
-      node(7, "CLIPTextEncode", [415, 420], [400, 200], 3, {
+      node(7, "CLIPTextEncode", [400, 290], [400, 180], 3, {
         inputs: [["clip", "CLIP", 5]], outputs: [["CONDITIONING", "CONDITIONING", [6]]], values: ["blurry, low quality, watermark, text"],
       }),
-      node(5, "EmptyLatentImage", [470, 660], [315, 106], 1, {
+      node(5, "EmptyLatentImage", [450, 520], [315, 106], 1, {
         inputs: [], outputs: [["LATENT", "LATENT", [2]]], values: [512, 512, 1],
       }),
-      node(3, "KSampler", [870, 180], [315, 262], 4, {
+      node(3, "KSampler", [850, 60], [315, 262], 4, {
         inputs: [["model", "MODEL", 1], ["positive", "CONDITIONING", 4], ["negative", "CONDITIONING", 6], ["latent_image", "LATENT", 2]],
         outputs: [["LATENT", "LATENT", [7]]], values: [0, "randomize", 20, 8, "euler", "normal", 1],
       }),
-      node(8, "VAEDecode", [1220, 180], [210, 46], 5, {
+      node(8, "VAEDecode", [1210, 60], [210, 46], 5, {
         inputs: [["samples", "LATENT", 7], ["vae", "VAE", 8]], outputs: [["IMAGE", "IMAGE", [9]]], values: [],
       }),
-      node(9, "SaveImage", [1470, 180], [420, 460], 6, {
+      node(9, "SaveImage", [1210, 160], [400, 460], 6, {
         inputs: [["images", "IMAGE", 9]], outputs: [], values: ["Sumi"],
       }),
     ],
@@ -56,7 +56,7 @@ export function defaultWorkflow(defs) {
     ],
     groups: [],
     config: {},
-    extra: { ds: { scale: 0.8, offset: [40, 60] } },
+    extra: { ds: { scale: 0.8, offset: [30, 40] } },
     version: 0.4,
   };
 }
