@@ -6,14 +6,16 @@
 * `runtime(...)`: a NodeRuntime that records progress / previews and can be interrupted.
 * `tiny_models`: a session-wide models/ tree; `tiny_models.checkpoint("sd15")` writes (once) a tiny
   random checkpoint made by tools/make_random_checkpoint.py and returns its file name;
-  `tiny_models.load("sd15")` gives (MODEL, CLIP, VAE) through CheckpointLoaderSimple.
+  `tiny_models.load("sd15", rt)` gives (MODEL, CLIP, VAE) through CheckpointLoaderSimple.
+* `app`: the real app (build_context) over the same folders, fp32 on the CPU; `app.run(prompt, extra)`
+  validates and runs an API prompt through the queue and worker and returns the outcome and messages.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
@@ -27,6 +29,10 @@ from diffusion.unet import UNetConfig
 from model_management.devices import DevicePolicy
 from model_management.folders import Folders
 from model_management.handles import ModelHandle, model_handle
+from execution.context import AppContext, Config, build_context
+from execution.events import Message
+from execution.executor import RunOutcome
+from execution.validate import validate_prompt
 from nodes.loaders import CheckpointLoaderSimple
 from nodes.runtime import NodeRuntime, NodeServices
 from tools.make_random_checkpoint import make_checkpoint, write_checkpoint
@@ -150,3 +156,39 @@ class TinyModels:
 @pytest.fixture(scope="session")
 def tiny_models(app_base: Path) -> TinyModels:
     return TinyModels(app_base)
+
+
+@dataclass
+class Run:
+    outcome: RunOutcome
+    messages: list[Message]
+
+    def events(self, name: str) -> list[Any]:
+        return [m.data for m in self.messages if m.event == name]
+
+
+class App:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    def run(self, prompt: dict, extra: dict | None = None) -> Run:
+        result = validate_prompt(prompt, self.ctx.registry)
+        assert result.ok and not result.node_errors, result.body()
+        messages: list[Message] = []
+        unsubscribe = self.ctx.hub.subscribe(messages.append)
+        try:
+            job = self.ctx.queue.put(prompt, {"client_id": "tests", **(extra or {})}, result.outputs,
+                                     number=self.ctx.queue.next_number())
+            self.ctx.queue.get(timeout=0)
+            outcome = self.ctx.worker.run_job(job)
+        finally:
+            unsubscribe()
+        return Run(outcome, messages)
+
+
+@pytest.fixture(scope="session")
+def app(app_base: Path) -> Iterator[App]:
+    ctx = build_context(Config(base_dir=app_base, persistent_queue=False), start_worker=False)
+    ctx.services.devices = DevicePolicy.cpu()
+    yield App(ctx)
+    ctx.close()
