@@ -36,6 +36,7 @@ Every handle has
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -55,6 +56,8 @@ from model_management.manager import clip_working_memory, unet_working_memory, v
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+; annotations are not evaluated at run time
+
+log = logging.getLogger(__name__)
 
 Tokens = dict[str, list[list[WeightedToken]]]
 # Pixels per VAE call; larger batches are split so activations stay bounded.
@@ -107,9 +110,9 @@ class Handle:
         if self.manager is not None and device in (None, self.load_device):
             self.manager.load([self], self.default_working_memory() if working_memory is None else working_memory)
             return
-        if self.patches:
-            raise RuntimeError("weight patches (LoRA, merges) are applied by the model manager; "
-                               "this handle has none (NodeServices.models)")
+        if any(self.patches.values()):
+            log.warning("%s: weight patches (LoRA, merges) are applied by the model manager, and this handle "
+                        "has none (NodeServices.models); they are ignored", type(self).__name__)
         self._move(device or self.load_device)
 
     def run(self, fn: Callable[[], Any], working_memory: int | None = None) -> Any:
