@@ -130,8 +130,9 @@ def test_model_handle_clones_share_weights(load_checkpoint):
     assert clone.denoiser.unet is model.denoiser.unet
     assert model.patches == {"k": ["p1"]} and model.options["transformer_options"] == {"a": 1}
     assert model.get_ram_usage() == sum(p.numel() * 4 for p in model.base.unet.state_dict().values())
-    model.offload()
-    assert next(model.to_device().unet.parameters()).device.type == "cpu"
+    fresh, _, _ = load_checkpoint("sd15")  # no patches: moved as it is
+    fresh.offload()
+    assert next(fresh.to_device().unet.parameters()).device.type == "cpu"
 
 
 def test_latent_format_round_trip_and_fitted_preview():
