@@ -48,7 +48,15 @@ IMAGE_PIXELS = """(id) => {
 def test_queue_shows_the_image_served_by_view(editor):
     editor.open()
     ids = editor.build_invert_graph(width=32, height=16, color=0x336699, prefix="browser_run")
-    editor.page.click("#queue-button")
+    with editor.page.expect_request(lambda r: r.url.endswith("/api/prompt") and r.method == "POST") as request:
+        editor.page.click("#queue-button")
+    body = request.value.post_data_json
+    assert body["client_id"] == editor.js("() => window.sumi.socket.clientId")
+    title = editor.js("() => window.sumi.defs.ImageInvert.display_name")
+    assert body["prompt"][str(ids["invert"])] == {"inputs": {"image": [str(ids["empty"]), 0]},
+                                                  "class_type": "ImageInvert", "_meta": {"title": title}}
+    workflow = body["extra_data"]["extra_pnginfo"]["workflow"]
+    assert workflow["version"] == 0.4 and [n["type"] for n in workflow["nodes"]] == ["EmptyImage", "ImageInvert", "SaveImage"]
     editor.wait_for_node_image(ids["save"])
 
     shown = editor.js(IMAGE_PIXELS, ids["save"])

@@ -170,3 +170,36 @@ def test_palette_lists_categories_and_searches(spec_editor):
     item.click()
     assert spec_editor.js("() => window.sumi.graph._nodes.map((n) => n.type)") == ["SpecTest"]
     page.fill("#palette-search", "")
+
+
+def test_reroute_and_primitive_nodes(spec_editor, spec_node):
+    """Editor-only nodes: a reroute takes its source's type; a PrimitiveNode copies the widget it
+    feeds; neither is sent, their values and links are resolved into the prompt."""
+    source = spec_editor.add_node("EmptyImage", (-600, 100))
+    reroute = spec_editor.add_node("Reroute", (-250, 150))
+    spec_editor.connect(source, 0, reroute, 0)
+    spec_editor.connect(reroute, 0, spec_node, 0)  # -> "image"
+    assert spec_editor.js("(id) => window.sumi.graph.getNodeById(id).outputs[0].type", reroute) == "IMAGE"
+
+    spec_editor.js("""(id) => {
+        const {graph, canvas} = window.sumi;
+        canvas.getNodeMenuOptions(graph.getNodeById(id)).find((o) => o && o.content === "Convert cfg to input").callback();
+    }""", spec_node)
+    spec_editor.set_widget(spec_node, "cfg", 3.5)
+    primitive = spec_editor.add_node("PrimitiveNode", (-600, 400))
+    cfg_slot = spec_editor.js("(id) => window.sumi.graph.getNodeById(id).inputs.findIndex((s) => s.name === 'cfg')", spec_node)
+    spec_editor.connect(primitive, 0, spec_node, cfg_slot)
+    adopted = spec_editor.js("""(id) => {
+        const node = window.sumi.graph.getNodeById(id);
+        return {title: node.title, output: node.outputs[0], widgets: node.widgets.map((w) => [w.name, w.value])};
+    }""", primitive)
+    assert adopted["title"] == "cfg"
+    assert adopted["output"]["type"] == "FLOAT" and adopted["output"]["widget"] == {"name": "cfg"}
+    assert adopted["widgets"] == [["cfg", 3.5]]
+    spec_editor.set_widget(primitive, "cfg", 6.25)
+
+    prompt = spec_editor.js("() => window.sumi.graphToPrompt().output")
+    assert set(prompt) == {str(source), str(spec_node)}
+    assert prompt[str(spec_node)]["inputs"]["image"] == [str(source), 0]
+    assert prompt[str(spec_node)]["inputs"]["cfg"] == 6.25
+    assert spec_editor.widget(spec_node, "cfg") == 6.25  # the primitive's value is shown where it goes
