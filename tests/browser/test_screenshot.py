@@ -65,6 +65,7 @@ def test_screenshot_default_txt2img_run(playwright_driver, model_server, tmp_pat
         pytest.skip(f"default txt2img workflow cannot run: {reason}; the model-free run is captured instead")
     with editor_page(playwright_driver, model_server, tmp_path / "profile") as editor:
         editor.open()
+        editor.page.once("dialog", lambda dialog: dialog.accept())
         editor.page.click("#default-button")
         # Small and few steps, so the run also finishes on a CPU.
         for node, name, value in ((5, "width", 256), (5, "height", 256), (3, "steps", 4)):

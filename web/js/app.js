@@ -87,10 +87,18 @@ export async function start() {
   }
   const serialize = () => serializeWorkflow(graph);
   const loadDefault = () => load(defaultWorkflow(defs), "Default workflow");
+  const replaceWithDefault = () => {
+    if (!graph._nodes.length || confirm("Replace the current graph with the default workflow?")) loadDefault();
+  };
 
   const stored = storedWorkflow();
-  if (stored) load(stored, "Restored workflow");
-  else loadDefault();
+  try {
+    if (stored) load(stored, "Restored workflow");
+    else loadDefault();
+  } catch (error) {
+    console.warn("The saved workflow could not be restored", error);
+    loadDefault();
+  }
 
   const save = startAutosave(graph);
   const files = setupFileIO({ canvas, load, serialize });
@@ -110,7 +118,7 @@ export async function start() {
     }
   };
 
-  bindToolbar({ canvas, queue, files, loadDefault });
+  bindToolbar({ canvas, queue, files, loadDefault: replaceWithDefault });
   setupPalette(canvas);
   trackExecution({ socket, graph, errors, onJobsChanged: jobs.refresh });
   socket.connect();
