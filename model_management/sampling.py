@@ -1,13 +1,15 @@
 """Running a sampler on a MODEL handle: the glue between handles and `diffusion.samplers.sample`.
 
-It places the UNet and every tensor of the run on the model's load device, turns both prompts into
-cond entries (area, mask, timestep range, SDXL and inpainting inputs), prepares the latent's noise mask,
-and hands back float32 CPU latents, as every LATENT holds. The SAMPLER, GUIDER and NOISE values of the
+The MODEL's memory manager loads the UNet (with its weight patches) for the run's working memory, and
+every tensor of the run goes to the model's load device. Both prompts become cond entries (area, mask,
+timestep range, SDXL and inpainting inputs), the latent's noise mask is fitted to the latent, and the
+results come back as float32 CPU latents, as every LATENT holds. The SAMPLER, GUIDER and NOISE values of the
 custom-sampling nodes are the small dataclasses below.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,11 +67,22 @@ class SampleResult:
     denoised: Tensor | None  # the last step's x0 estimate as a raw latent (None if no step ran)
 
 
-@torch.no_grad()
 def run_sampler(guider: Guider, sampler: SamplerChoice, sigmas: Tensor, latent: dict, noise: Tensor, seed: int,
                 on_step: StepCallback | None = None) -> SampleResult:
-    """Sample `latent` (a LATENT dict: samples, optional noise_mask) along `sigmas` with `noise`."""
-    denoiser = guider.model.to_device()
+    """Sample `latent` (a LATENT dict: samples, optional noise_mask) along `sigmas` with `noise`, with the
+    model loaded (and patched) by its memory manager for the run's working memory."""
+    model = guider.model
+    samples = latent["samples"]
+    branches = 1 if math.isclose(guider.cfg, 1.0) else 2  # cond and uncond share each UNet call
+    shape = (branches * samples.shape[0], model.base.unet.config.in_channels, *samples.shape[-2:])
+    return model.run(lambda: _run_loaded(guider, sampler, sigmas, latent, noise, seed, on_step),
+                     model.working_memory(shape))
+
+
+@torch.no_grad()
+def _run_loaded(guider: Guider, sampler: SamplerChoice, sigmas: Tensor, latent: dict, noise: Tensor, seed: int,
+                on_step: StepCallback | None) -> SampleResult:
+    denoiser = guider.model.denoiser
     device = guider.model.load_device
     fmt = denoiser.latent_format
     samples = latent["samples"].to(device=device, dtype=torch.float32)
