@@ -345,6 +345,7 @@ class ModelManager:
             except Exception as exc:  # noqa: BLE001 - only OOM is handled; the rest re-raised
                 if not _is_oom(exc) or attempt == OOM_RETRIES:
                     raise
+                self.unload(handles)
                 self._after_oom(handles, "run", exc)
                 reserve = max(2 * reserve, 256 * MiB)
         raise AssertionError("unreachable")
@@ -375,6 +376,7 @@ class ModelManager:
         with self._lock:
             slot = self._slot(handle)
             if slot.mode == "dropped":
+                self._enforce_ram({id(slot)}, extra=slot.size)
                 self._restore(slot)
             current = {name: ts.get() for name, ts in slot.tensor_slots().items()}
             return {name: slot.home[name] if slot.home is not None else t for name, t in current.items()}
@@ -426,27 +428,14 @@ class ModelManager:
             return [{"model": s.label, "mode": s.mode, "device_bytes": s.device_bytes, "size": s.size,
                      "device": str(s.load_device)} for s in self._slots.values()]
 
-    def device_stats(self, ram: tuple[int, int]) -> dict[str, Any]:
-        """The /system_stats device entry: a real CUDA device, a simulated budget, or the CPU's RAM."""
-        device = self.settings.device
+    def budget_view(self) -> tuple[int, int] | None:
+        """(total, free) bytes of the compute device as the budget sees it, when --vram-budget sets one."""
+        budget = self.settings.vram_budget
+        if not budget:
+            return None
         with self._lock:
-            used = sum(s.device_bytes for s in self._slots.values() if s.load_device == device)
-            if device.type == "cuda":
-                index = device.index if device.index is not None else torch.cuda.current_device()
-                free, total = torch.cuda.mem_get_info(index)
-                reserved = torch.cuda.memory_reserved(index)
-                if self.settings.vram_budget:
-                    total = min(total, self.settings.vram_budget)
-                    free = min(free, max(0, total - used))
-                return {"name": f"cuda:{index} {torch.cuda.get_device_name(index)}", "type": "cuda",
-                        "index": index, "vram_total": total, "vram_free": free, "torch_vram_total": reserved,
-                        "torch_vram_free": reserved - torch.cuda.memory_allocated(index)}
-            if self.settings.vram_budget:
-                total, free = self.settings.vram_budget, max(0, self.settings.vram_budget - used)
-                return {"name": "cpu (simulated budget)", "type": "cpu", "index": None, "vram_total": total,
-                        "vram_free": free, "torch_vram_total": total, "torch_vram_free": free}
-            return {"name": "cpu", "type": "cpu", "index": None, "vram_total": ram[0], "vram_free": ram[1],
-                    "torch_vram_total": ram[0], "torch_vram_free": ram[1]}
+            total = min(budget, int(self.capacity()))
+            return total, min(total, self.available())
 
     def ram_in_use(self) -> int:
         """Bytes of model weights the manager holds in RAM (dropped models excluded)."""
@@ -511,8 +500,6 @@ class ModelManager:
         for device in {slot.load_device for _, slot in wanted}:
             todo = sorted(((h, s) for h, s in wanted if s.load_device == device and s.mode != "full"),
                           key=lambda item: item[1].size)
-            if not todo:
-                continue
             need = sum(s.size - s.device_bytes for _, s in todo) + working_memory
             self._evict(device, need if self.settings.smart_memory else math.inf, keep)
             for handle, slot in todo:
@@ -717,7 +704,10 @@ class ModelManager:
         slots = slot.tensor_slots()
         with safe_open(str(slot.spill), framework="pt", device=str(slot.offload_device)) as f:
             for name, ts in slots.items():
-                ts.set(f.get_tensor(name))
+                # A CPU tensor would view the file's mapping at any alignment; kernels may then round
+                # differently. A copy is aligned and leaves nothing mapped.
+                value = f.get_tensor(name)
+                ts.set(value.clone() if value.device.type == "cpu" else value)
         slot.spill.unlink(missing_ok=True)
         slot.spill, slot.mode = None, "offloaded"
         self._event("restore", slot, slot.size, start)
