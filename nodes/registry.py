@@ -23,6 +23,9 @@ BUILTIN_MODULES = (
     "nodes.conditioning",
     "nodes.latent",
     "nodes.sampling",
+    "nodes.lora",
+    "nodes.merge",
+    "nodes.save",
 )
 
 
