@@ -7,6 +7,7 @@ Defaults (no flags):
   NaNs in fp16, spec §1.5).
 * CPU: fp32 throughout (CPU fp16 kernels are slow), except a bf16 UNet on CPUs with AMX tiles,
   which run bf16 matmuls natively. ``--force-fp32`` (or ``--fp32-unet``) keeps it fp32.
+* ``--gpu-only``: idle weights stay on the GPU too (the offload device is the load device).
 
 Flags override per component: ``--force-fp32`` / ``--force-fp16``, ``--fp32-unet`` / ``--bf16-unet`` /
 ``--fp16-unet``, ``--fp32-vae`` / ``--fp16-vae`` / ``--bf16-vae`` / ``--cpu-vae``, ``--fp32-text-enc`` /
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-FLAGS = ("cpu", "force_fp32", "force_fp16", "fp32_unet", "bf16_unet", "fp16_unet", "fp32_vae", "fp16_vae",
-         "bf16_vae", "cpu_vae", "fp32_text_enc", "fp16_text_enc")
+FLAGS = ("cpu", "gpu_only", "force_fp32", "force_fp16", "fp32_unet", "bf16_unet", "fp16_unet", "fp32_vae",
+         "fp16_vae", "bf16_vae", "cpu_vae", "fp32_text_enc", "fp16_text_enc")
 
 CPU = torch.device("cpu")
 
@@ -54,8 +55,8 @@ class DevicePolicy:
         return cls()
 
     @classmethod
-    def from_flags(cls, *, cpu: bool = False, force_fp32: bool = False, force_fp16: bool = False,
-                   fp32_unet: bool = False, bf16_unet: bool = False, fp16_unet: bool = False,
+    def from_flags(cls, *, cpu: bool = False, gpu_only: bool = False, force_fp32: bool = False,
+                   force_fp16: bool = False, fp32_unet: bool = False, bf16_unet: bool = False, fp16_unet: bool = False,
                    fp32_vae: bool = False, fp16_vae: bool = False, bf16_vae: bool = False, cpu_vae: bool = False,
                    fp32_text_enc: bool = False, fp16_text_enc: bool = False, cuda_available: bool | None = None,
                    amx: bool | None = None) -> DevicePolicy:
@@ -71,8 +72,8 @@ class DevicePolicy:
         unet = _choose(unet, fp32=force_fp32 or fp32_unet, fp16=force_fp16 or fp16_unet, bf16=bf16_unet)
         text = _choose(text, fp32=force_fp32 or fp32_text_enc, fp16=fp16_text_enc)
         vae = _choose(vae, fp32=force_fp32 or fp32_vae, fp16=fp16_vae, bf16=bf16_vae)
-        return cls(load_device=device, offload_device=CPU, unet_dtype=unet, text_encoder_dtype=text,
-                   vae_dtype=vae, vae_device=CPU if cpu_vae else device)
+        return cls(load_device=device, offload_device=device if gpu_only else CPU, unet_dtype=unet,
+                   text_encoder_dtype=text, vae_dtype=vae, vae_device=CPU if cpu_vae else device)
 
     def for_device(self, device: str) -> DevicePolicy:
         """A loader's ``device`` option: "cpu" pins the component to the CPU in fp32, "default" keeps this."""

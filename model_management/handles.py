@@ -306,12 +306,14 @@ H = TypeVar("H", bound=Handle)
 
 
 def _registered(handle: H, manager: Any, label: str | None) -> H:
+    """The new handle, accounted by the manager (RAM budget) under `label` in its events."""
     if manager is not None:
         manager.register(handle, label)
     return handle
 
 
-def model_handle(denoiser: Denoiser, policy: DevicePolicy, manager: Any = None, label: str | None = None) -> ModelHandle:
+def model_handle(denoiser: Denoiser, policy: DevicePolicy, manager: Any = None,
+                 label: str | None = None) -> ModelHandle:
     return _registered(ModelHandle(base=denoiser, load_device=policy.load_device,
                                    offload_device=policy.offload_device, manager=manager), manager, label)
 
