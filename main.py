@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                  "--fp32-text-enc", "--deterministic", "--use-pytorch-cross-attention", "--disable-xformers"):
         dev.add_argument(flag, action="store_true")
     dev.add_argument("--reserve-vram", type=float, metavar="GB")
-    dev.add_argument("--vram-budget", type=int, metavar="BYTES")
+    dev.add_argument("--vram-budget", type=int, metavar="BYTES",
+                     help="treat the compute device as this small, on CPU too (Sumi)")
+    dev.add_argument("--ram-budget", type=int, metavar="BYTES",
+                     help="RAM for model weights before idle models are dropped to disk (Sumi)")
 
     misc = p.add_argument_group("misc")
     misc.add_argument("--preview-method", choices=("none", "auto", "latent2rgb", "taesd"), default="none")
@@ -92,8 +95,21 @@ def cache_policy(args: argparse.Namespace):
     return CachePolicy("classic")
 
 
+def vram_mode(args: argparse.Namespace) -> str:
+    if args.gpu_only:
+        return "gpu_only"
+    if args.highvram:
+        return "high"
+    if args.novram:
+        return "no"
+    if args.lowvram and not args.normalvram:
+        return "low"
+    return "normal"
+
+
 def config_from_args(args: argparse.Namespace, argv: list[str]):
     from execution.context import Config
+    from model_management.devices import FLAGS
     return Config(
         base_dir=Path(args.base_directory), input_dir=args.input_directory, output_dir=args.output_directory,
         temp_dir=args.temp_directory, user_dir=args.user_directory,
@@ -104,7 +120,9 @@ def config_from_args(args: argparse.Namespace, argv: list[str]):
         trusted_origins=tuple(args.trusted_origin), auth_token=args.auth_token, max_upload_mb=args.max_upload_size,
         max_history=args.max_history, history_page_limit=args.history_page_limit,
         preview_method=args.preview_method, preview_size=args.preview_size, cpu=args.cpu,
-        hashing=args.default_hashing_function, argv=argv)
+        device_flags={name: getattr(args, name) for name in FLAGS if name != "cpu"}, vram_mode=vram_mode(args),
+        reserve_vram_gb=args.reserve_vram, vram_budget=args.vram_budget, ram_budget=args.ram_budget,
+        smart_memory=not args.disable_smart_memory, hashing=args.default_hashing_function, argv=argv)
 
 
 def setup_logging(level: str, to_stdout: bool) -> None:

@@ -10,7 +10,9 @@ from execution.events import EventHub
 from execution.executor import Executor, InterruptFlag
 from execution.queue import JobQueue
 from execution.worker import Worker
+from model_management.devices import DevicePolicy
 from model_management.folders import Folders
+from model_management.manager import MemorySettings, ModelManager
 from nodes.registry import NodeRegistry
 from nodes.runtime import NodeServices
 
@@ -42,6 +44,15 @@ class Config:
     preview_method: str = "none"
     preview_size: int = 512
     cpu: bool = False
+    # Model memory (model_management.devices / manager): DevicePolicy.from_flags keywords besides cpu,
+    # gpu_only | high | normal | low | no, GB kept free on the GPU, a simulated device size and the RAM
+    # allowed for idle models' weights (bytes), and --disable-smart-memory.
+    device_flags: dict[str, bool] = field(default_factory=dict)
+    vram_mode: str = "normal"
+    reserve_vram_gb: float | None = None
+    vram_budget: int | None = None
+    ram_budget: int | None = None
+    smart_memory: bool = True
     hashing: str = "sha256"
     argv: list[str] = field(default_factory=list)
     # The headless CLI runs beside a possibly running server: it must not touch the server's
@@ -75,8 +86,13 @@ def build_context(config: Config, *, start_worker: bool = True) -> AppContext:
     folders = Folders.create(base, input_dir=config.input_dir, output_dir=config.output_dir,
                              temp_dir=config.temp_dir, user_dir=config.user_dir, extra_configs=extra)
     folders.ensure(clean_temp=config.persistent_queue)
+    devices = DevicePolicy.from_flags(cpu=config.cpu, **config.device_flags)
+    models = ModelManager(MemorySettings(
+        device=devices.load_device, vram_mode=config.vram_mode, vram_budget=config.vram_budget,
+        reserve_vram=int((config.reserve_vram_gb or 0) * (1 << 30)), ram_budget=config.ram_budget,
+        smart_memory=config.smart_memory, spill_dir=folders.temp / "model_spill"))
     services = NodeServices(folders, disable_metadata=config.disable_metadata, preview_size=config.preview_size,
-                            preview_method=config.preview_method)
+                            preview_method=config.preview_method, models=models, devices=devices)
     registry = NodeRegistry(services)
     registry.load_builtins()
     registry.load_custom_nodes(folders.custom_nodes, disabled=config.disable_custom_nodes,
@@ -92,7 +108,10 @@ def build_context(config: Config, *, start_worker: bool = True) -> AppContext:
                     len(failed), ", ".join(failed))
     interrupt = InterruptFlag()
     executor = Executor(registry, services, config.cache, interrupt)
-    worker = Worker(queue, executor, hub)
+    worker = Worker(queue, executor, hub, unload_models=models.unload_all)
+    if not config.smart_memory:
+        # --disable-smart-memory: unload every model after each prompt (applied by the worker thread).
+        hub.subscribe(lambda message: message.event == "status" and worker.request_free(True, False))
     ctx = AppContext(config, folders, services, registry, hub, queue, executor, worker, interrupt)
     if start_worker:
         worker.start()

@@ -2,8 +2,10 @@
 CLIP / VAE handles (model_management.handles), plus CLIPSetLastLayer.
 
 Names, inputs and categories follow ComfyUI (spec comfy_api.md §9.1, §9.2). Files are found through
-rt.folders (contained paths) and placed as rt.services.devices says. A file that is unreadable or does
-not fit raises diffusion.checkpoint.CheckpointError naming the file and the missing / unexpected keys.
+rt.folders (contained paths) and read straight onto the offload device in the compute dtype that
+rt.services.devices says; the handles carry the memory manager (rt.services.models), which moves them to
+the load device when a node uses them. A file that is unreadable or does not fit raises
+diffusion.checkpoint.CheckpointError naming the file and the missing / unexpected keys.
 Components a checkpoint lacks come out as None, as in ComfyUI.
 """
 from __future__ import annotations
@@ -38,22 +40,26 @@ def _files(key: str) -> Callable[[NodeServices | None], list[str]]:
 
 
 def _placements(policy: DevicePolicy) -> dict[str, Placement]:
-    return {"unet": Placement(policy.load_device, policy.unet_dtype),
-            "vae": Placement(policy.vae_device, policy.vae_dtype),
-            "text": Placement(policy.load_device, policy.text_encoder_dtype)}
+    """Weights rest on the offload device; the manager brings them to the load device when used."""
+    return {"unet": Placement(policy.offload_device, policy.unet_dtype),
+            "vae": Placement(policy.offload_device, policy.vae_dtype),
+            "text": Placement(policy.offload_device, policy.text_encoder_dtype)}
 
 
-def _handles(components: Components, policy: DevicePolicy) -> Handles:
-    model = None if components.denoiser is None else model_handle(components.denoiser, policy)
-    clip = clip_handle(components.text_encoders, components.family, policy) if components.text_encoders else None
-    vae = None if components.vae is None else vae_handle(components.vae, policy)
+def _handles(components: Components, policy: DevicePolicy, rt: NodeRuntime, name: str) -> Handles:
+    manager = rt.services.models
+    model = None if components.denoiser is None else \
+        model_handle(components.denoiser, policy, manager, f"{name} (MODEL)")
+    clip = None if not components.text_encoders else \
+        clip_handle(components.text_encoders, components.family, policy, manager, f"{name} (CLIP)")
+    vae = None if components.vae is None else vae_handle(components.vae, policy, manager, f"{name} (VAE)")
     return model, clip, vae
 
 
 def load_checkpoint_file(rt: NodeRuntime, ckpt_name: str) -> Handles:
     path = rt.folders.model_path("checkpoints", ckpt_name)
     policy = rt.services.devices
-    return _handles(load_checkpoint(path, load_state_dict(path), **_placements(policy)), policy)
+    return _handles(load_checkpoint(path, load_state_dict(path), **_placements(policy)), policy, rt, ckpt_name)
 
 
 class CheckpointLoaderSimple(Node):
@@ -89,7 +95,8 @@ class DiffusersLoader(Node):
 
     def execute(self, model_path: str, rt: NodeRuntime) -> Handles:
         policy = rt.services.devices
-        return _handles(load_diffusers(diffusers_path(rt.folders, model_path), **_placements(policy)), policy)
+        components = load_diffusers(diffusers_path(rt.folders, model_path), **_placements(policy))
+        return _handles(components, policy, rt, model_path)
 
 
 class UNETLoader(Node):
@@ -104,9 +111,9 @@ class UNETLoader(Node):
         policy = rt.services.devices
         config_file = path.parent / "config.json"
         config = json.loads(config_file.read_text()) if config_file.is_file() else None
-        placement = Placement(policy.load_device, policy.unet_dtype, WEIGHT_DTYPES[weight_dtype])
+        placement = Placement(policy.offload_device, policy.unet_dtype, WEIGHT_DTYPES[weight_dtype])
         _, denoiser = load_unet_file(path, load_state_dict(path), placement, config)
-        return (model_handle(denoiser, policy),)
+        return (model_handle(denoiser, policy, rt.services.models, f"{unet_name} (MODEL)"),)
 
 
 def _load_clip(rt: NodeRuntime, names: list[str], kind: str, device: str) -> tuple[ClipHandle]:
@@ -114,7 +121,7 @@ def _load_clip(rt: NodeRuntime, names: list[str], kind: str, device: str) -> tup
     paths = [rt.folders.model_path("text_encoders", name) for name in names]
     files: list[tuple[str | Path, dict]] = [(path, load_state_dict(path)) for path in paths]
     family, encoders = load_text_encoder_files(files, kind, _placements(policy)["text"])
-    return (clip_handle(encoders, family, policy),)
+    return (clip_handle(encoders, family, policy, rt.services.models, f"{' + '.join(names)} (CLIP)"),)
 
 
 def _unsupported(kind: str, node: str) -> ValueError:
@@ -167,7 +174,8 @@ class VAELoader(Node):
     def execute(self, vae_name: str, rt: NodeRuntime) -> tuple[VaeHandle]:
         path = rt.folders.model_path("vae", vae_name)
         policy = rt.services.devices
-        return (vae_handle(load_vae_file(path, load_state_dict(path), _placements(policy)["vae"]), policy),)
+        vae = load_vae_file(path, load_state_dict(path), _placements(policy)["vae"])
+        return (vae_handle(vae, policy, rt.services.models, f"{vae_name} (VAE)"),)
 
 
 class CLIPSetLastLayer(Node):

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import torch
@@ -63,19 +64,25 @@ def _ram() -> tuple[int, int]:
     return total, os.sysconf("SC_AVPHYS_PAGES") * page
 
 
-def _device(config: Config, ram: tuple[int, int]) -> dict:
+def _device(config: Config, ram: tuple[int, int], budget: tuple[int, int] | None = None) -> dict:
+    """The compute device; `budget` ((total, free) under --vram-budget, from the model manager) replaces
+    the device's own total and free numbers."""
     if torch.cuda.is_available() and not config.cpu:
         index = torch.cuda.current_device()
         free, total = torch.cuda.mem_get_info(index)
         reserved = torch.cuda.memory_reserved(index)
+        total, free = budget or (total, free)
         return {"name": f"cuda:{index} {torch.cuda.get_device_name(index)}", "type": "cuda", "index": index,
                 "vram_total": total, "vram_free": free,
                 "torch_vram_total": reserved, "torch_vram_free": reserved - torch.cuda.memory_allocated(index)}
-    return {"name": "cpu", "type": "cpu", "index": None, "vram_total": ram[0], "vram_free": ram[1],
-            "torch_vram_total": ram[0], "torch_vram_free": ram[1]}
+    total, free = budget or ram
+    return {"name": "cpu", "type": "cpu", "index": None, "vram_total": total, "vram_free": free,
+            "torch_vram_total": total, "torch_vram_free": free}
 
 
-def system_stats(config: Config) -> dict:
+def system_stats(config: Config, models: Any = None) -> dict:
+    """ComfyUI's /system_stats; under --vram-budget the device numbers are the budget's, as the model
+    manager (`models`) sees it with the models it holds."""
     ram = _ram()
     return {
         "system": {"os": sys.platform, "ram_total": ram[0], "ram_free": ram[1],
@@ -83,13 +90,14 @@ def system_stats(config: Config) -> dict:
                    "installed_templates_version": None, "required_templates_version": None,
                    "python_version": sys.version, "pytorch_version": torch.__version__,
                    "embedded_python": False, "argv": list(config.argv)},
-        "devices": [_device(config, ram)],
+        "devices": [_device(config, ram, None if models is None else models.budget_view())],
     }
 
 
 @ROUTES.get("/system_stats")
 async def get_system_stats(request: web.Request) -> web.Response:
-    return web.json_response(await asyncio.to_thread(system_stats, request.app[CTX].config))
+    ctx = request.app[CTX]
+    return web.json_response(await asyncio.to_thread(system_stats, ctx.config, ctx.services.models))
 
 
 @ROUTES.get("/extensions")
