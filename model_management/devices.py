@@ -5,6 +5,7 @@ Defaults (no flags):
 * CUDA present (and no ``--cpu``): everything runs on ``cuda``; idle weights go back to the CPU.
   UNet fp16, text encoders fp16, VAE bf16 where the GPU supports it, else fp32 (the SDXL VAE makes
   NaNs in fp16, spec §1.5).
+* Else an Intel XPU or Apple MPS device, the same way (VAE fp32).
 * CPU: fp32 throughout (CPU fp16 kernels are slow), except a bf16 UNet on CPUs with AMX tiles,
   which run bf16 matmuls natively. ``--force-fp32`` (or ``--fp32-unet``) keeps it fp32.
 * ``--gpu-only``: idle weights stay on the GPU too (the offload device is the load device).
@@ -38,6 +39,19 @@ def cpu_has_amx() -> bool:
         return False
 
 
+def accelerator() -> torch.device | None:
+    """The first accelerator torch can use here: CUDA, then Intel XPU, then Apple MPS."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        return torch.device("xpu")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return None
+
+
 @dataclass(frozen=True)
 class DevicePolicy:
     """Per-component devices and compute dtypes. ``offload_device`` holds weights that are not in use."""
@@ -61,11 +75,12 @@ class DevicePolicy:
                    fp32_text_enc: bool = False, fp16_text_enc: bool = False, cuda_available: bool | None = None,
                    amx: bool | None = None) -> DevicePolicy:
         """The policy for these flags on this machine (`cuda_available` / `amx` override detection)."""
-        cuda = (torch.cuda.is_available() if cuda_available is None else cuda_available) and not cpu
-        device = torch.device("cuda") if cuda else CPU
-        if cuda:
+        found = accelerator() if cuda_available is None else torch.device("cuda") if cuda_available else None
+        device = CPU if cpu or found is None else found
+        if device != CPU:
             unet, text = torch.float16, torch.float16
-            vae = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+            bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            vae = torch.bfloat16 if bf16 else torch.float32
         else:
             unet = torch.bfloat16 if (cpu_has_amx() if amx is None else amx) else torch.float32
             text = vae = torch.float32

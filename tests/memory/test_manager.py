@@ -234,3 +234,17 @@ def test_app_wiring_free_system_stats_and_disable_smart_memory(make_app, write_m
     app.ctx.worker.request_free(unload_models=True, free_memory=False)  # POST /free
     app.ctx.worker._apply_free()
     assert len(manager.events) == forward_count  # nothing loaded, nothing to unload
+
+
+def test_xpu_and_mps_are_detected_after_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    if hasattr(torch, "xpu"):
+        monkeypatch.setattr(torch.xpu, "is_available", lambda: False)
+    policy = DevicePolicy.from_flags(amx=False)
+    assert (policy.load_device.type, policy.offload_device.type, policy.unet_dtype, policy.vae_dtype) == \
+        ("mps", "cpu", torch.float16, torch.float32)
+    assert DevicePolicy.from_flags(cpu=True, amx=False) == DevicePolicy.cpu()
+    if hasattr(torch, "xpu"):
+        monkeypatch.setattr(torch.xpu, "is_available", lambda: True)
+        assert DevicePolicy.from_flags(amx=False).load_device.type == "xpu"
