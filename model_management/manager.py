@@ -119,8 +119,8 @@ def _itemsize(dtype: torch.dtype) -> int:
 def unet_working_memory(config: Any, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> int:
     """Peak activations of one UNet call on a latent batch `shape` (B, C, H, W): the skips every input
     block keeps, plus the largest level's temporaries (ResBlocks ~6 maps, transformer blocks ~20 maps
-    for q/k/v, GEGLU's 8× widening and the residuals, and the attention scores of one head batch when
-    attention is computed in full); ×1.25 safety."""
+    for q/k/v, GEGLU's 8× widening and the residuals); ×1.25 safety. Attention scores are not counted:
+    torch's fused attention (CUDA and CPU) never materialises them."""
     batch, _, height, width = shape
     size = _itemsize(dtype)
     tokens0 = height * width
@@ -134,21 +134,15 @@ def unet_working_memory(config: Any, shape: Sequence[int], dtype: torch.dtype = 
         for _ in range(blocks):
             attention |= next(depths) > 0
             skips += batch * channels * tokens * size
-        heads = config.heads(channels)[0] if attention else 0
-        level_peak = batch * channels * tokens * size * (20 if attention else 6)
-        level_peak += batch * heads * tokens * tokens * size if attention else 0
-        transient = max(transient, level_peak)
+        transient = max(transient, batch * channels * tokens * size * (20 if attention else 6))
     io = 4 * batch * config.in_channels * tokens0 * 4
     return int(1.25 * (skips * 2 + transient + io))
 
 
 def vae_working_memory(channels: int, pixels: int, batch: int, dtype: torch.dtype = torch.float32) -> int:
-    """Peak activations of a VAE decode / encode at `pixels` per image: ~8 full-resolution maps of the
-    widest full-resolution level, plus the lowest level's attention (64× fewer tokens); ×1.25."""
-    size = _itemsize(dtype)
-    full = batch * channels * pixels * size * 8
-    attention = batch * (pixels // 64) ** 2 * size // 64
-    return int(1.25 * (full + attention))
+    """Peak activations of a VAE decode / encode at `pixels` per image: ~8 maps of the full-resolution
+    level's width (its upsampling input is twice as wide); ×1.25."""
+    return int(1.25 * batch * channels * pixels * _itemsize(dtype) * 8)
 
 
 def clip_working_memory(width: int, mlp_width: int, chunks: int, dtype: torch.dtype = torch.float32) -> int:

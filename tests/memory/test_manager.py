@@ -204,7 +204,7 @@ def test_working_memory_estimates_grow_with_resolution_and_batch(tiny):
     config = unet_model(None, tiny).base.unet.config
     small = unet_working_memory(config, (1, 4, 32, 32))
     assert unet_working_memory(config, (2, 4, 32, 32)) > 1.9 * small
-    assert unet_working_memory(config, (1, 4, 64, 64)) > 4 * small
+    assert unet_working_memory(config, (1, 4, 64, 64)) > 3.9 * small
     assert unet_working_memory(config, (1, 4, 32, 32), torch.float16) < small
 
 
