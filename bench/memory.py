@@ -211,7 +211,8 @@ def run(base: Path) -> None:
 
     print(f"{'measure':<34} {'value':>16}")
     rows = [("device", result["device"]), ("UNet dtype", result["unet_dtype"]),
-            ("checkpoint file", f"{file_bytes / GiB:.2f} GiB"), ("UNet in memory", f"{result['unet_bytes'] / GiB:.2f} GiB"),
+            ("checkpoint file", f"{file_bytes / GiB:.2f} GiB"),
+            ("UNet in memory", f"{result['unet_bytes'] / GiB:.2f} GiB"),
             ("file switch (load checkpoint)", f"{result['file_switch_s']:.2f} s"),
             ("device switch (unload + load)", f"{result['device_switch_ms']:.1f} ms"),
             ("UNet call 512px b2, full", f"{result['step_s_full']:.2f} s"),

@@ -531,22 +531,15 @@ class ModelManager:
         device = slot.load_device
         slots = tensor_slots(handle.prefixed_modules())
         home = {name: ts.get() for name, ts in slots.items()}
-        moved = 0
         try:
             for name, ts in slots.items():
-                original = home[name]
-                patches = handle.patches.get(name)
-                if patches:
-                    ts.set(patched(original.to(device), patches))
-                elif original.device != device:
-                    ts.set(original.to(device))
-                moved += original.numel() * original.element_size()
+                ts.set(_on_device(home[name], handle.patches.get(name), device))
         except BaseException:
             _put_back(slots, home)
             raise
         slot.home, slot.mode, slot.device_bytes = home, "full", slot.size
         self._adopt(handle, slot)
-        self._event("load", slot, moved, start)
+        self._event("load", slot, slot.size, start)
 
     @torch.no_grad()
     def _load_partial(self, handle: Any, slot: _Slot, cap: int) -> None:
@@ -560,12 +553,11 @@ class ModelManager:
         streamable: list[tuple[nn.Module, list[str]]] = []
         for prefix, root in modules.items():
             for path, module in root.named_modules():
-                if isinstance(module, STREAMABLE):
-                    base = f"{prefix}{path}." if path else prefix
-                    names = [base + attr for attr, t in list(module._parameters.items()) + list(module._buffers.items())
-                             if t is not None]
-                    if names:
-                        streamable.append((module, names))
+                base = f"{prefix}{path}." if path else prefix
+                names = [base + attr for attr, t in (*module._parameters.items(), *module._buffers.items())
+                         if t is not None]
+                if isinstance(module, STREAMABLE) and names:
+                    streamable.append((module, names))
         in_units = {name for _, names in streamable for name in names}
         resident = {name for name in slots if name not in in_units}
         used = nbytes(home[n] for n in resident)
@@ -582,17 +574,11 @@ class ModelManager:
         units = []
         try:
             for name in resident:
-                patches = handle.patches.get(name)
-                original = home[name]
-                if patches:
-                    slots[name].set(patched(original.to(device), patches))
-                elif original.device != device:
-                    slots[name].set(original.to(device))
+                slots[name].set(_on_device(home[name], handle.patches.get(name), device))
             for module, names in streamed:
                 entries = []
                 for name in names:
-                    patches = handle.patches.get(name)
-                    source = patched(home[name].to(offload), patches) if patches else home[name]
+                    source = _on_device(home[name], handle.patches.get(name), offload)
                     if device.type == "cuda":
                         source = source.pin_memory()
                     parked = _meta(source) if simulated else source
@@ -710,6 +696,13 @@ class ModelManager:
         event = MemoryEvent(kind, slot.label, moved, _ms(start), str(slot.load_device), streamed)
         self.events.append(event)
         log.debug("%s %s: %.1f MiB in %.1f ms", kind, slot.label, moved / MiB, event.ms)
+
+
+def _on_device(original: Tensor, patches: Sequence[Any] | None, device: torch.device) -> Tensor:
+    """What a loaded module holds for one tensor: the original on `device` (itself when it is there
+    already), patched on that device when it has patches."""
+    moved = original.to(device)
+    return patched(moved, patches) if patches else moved
 
 
 def _put_back(slots: Mapping[str, TensorSlot], home: Mapping[str, Tensor]) -> None:

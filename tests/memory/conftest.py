@@ -40,6 +40,15 @@ from nodes.runtime import NodeRuntime, NodeServices
 from tools.make_random_checkpoint import make_checkpoint
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads; on a busy machine waiting threads slow them down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @lru_cache(maxsize=None)
 def _tiny(family: str, seed: int) -> dict[str, Tensor]:
     return make_checkpoint(family, tiny=True, seed=seed)

@@ -238,7 +238,8 @@ def test_sd15_unet_spellings(name, key, sd15_map):
 def test_text_encoder_spellings(sd15_map):
     target = sd15_map["lora_te_text_model_encoder_layers_3_self_attn_q_proj"]
     assert (target.component, target.key) == ("clip_l", "transformer.encoder.layers.3.self_attn.q_proj.weight")
-    assert sd15_map["text_encoder.text_model.encoder.layers.3.mlp.fc2"].key == "transformer.encoder.layers.3.mlp.fc2.weight"
+    target = sd15_map["text_encoder.text_model.encoder.layers.3.mlp.fc2"]
+    assert target.key == "transformer.encoder.layers.3.mlp.fc2.weight"
     assert sd15_map["text_encoders.clip_l.transformer.text_model.encoder.layers.0.mlp.fc1"].component == "clip_l"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 
 import pytest
 import torch
@@ -127,7 +128,7 @@ def test_peft_and_processor_spellings_patch_the_same_weights(make_rt, load, kohy
         if role is None:
             continue  # PEFT and the processor format carry no alpha: scale 1
         peft[f"unet.{diffusers}.{role}"] = value
-        processor = diffusers.replace(".attn1.to_", ".attn1.processor.to_").replace(".attn2.to_", ".attn2.processor.to_")
+        processor = re.sub(r"\.(attn[12])\.to_", r".\1.processor.to_", diffusers)
         processor = processor.replace("processor.to_out.0", "processor.to_out")
         old_suffix = "_lora.up.weight" if suffix == "lora_up.weight" else "_lora.down.weight"
         old[f"unet.{processor}{old_suffix}" if "processor" in processor else f"unet.{diffusers}.{role}"] = value
