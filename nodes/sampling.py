@@ -303,8 +303,5 @@ NODE_CLASS_MAPPINGS = {
     "ModelSamplingDiscrete": ModelSamplingDiscrete,
 }
 
-# The custom-sampling nodes and ModelSamplingDiscrete show their class names (spec §9.6, §9.9).
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "KSampler": "KSampler",
-    "KSamplerAdvanced": "KSampler (Advanced)",
-}
+# The others show their class names (spec §9.3, §9.6, §9.9).
+NODE_DISPLAY_NAME_MAPPINGS = {"KSamplerAdvanced": "KSampler (Advanced)"}
