@@ -54,6 +54,7 @@ def txt2img(checkpoint: str, size: int, cfg: float, steps: int, seed: int) -> di
 
 
 def worker(args: argparse.Namespace) -> dict:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as main.py does, before OpenMP starts with torch
     import torch
 
     from execution.context import Config, build_context
