@@ -216,8 +216,8 @@ class _Streamer:
         unit.on_device = True
         self.calls += 1
         self.in_flight += unit.nbytes
-        self.peak = max(self.peak, self.in_flight + sum(self.units[i].nbytes for i in self.pending))
         self._prefetch(index + 1)
+        self.peak = max(self.peak, self.in_flight + sum(self.units[i].nbytes for i in self.pending))
 
     def leave(self, index: int) -> None:
         unit = self.units[index]
