@@ -12,9 +12,10 @@ process, so start-up, memory and caches are its own:
   text encoders come from the cache, as on a second click of "Queue");
 * peak RSS of the process (and peak VRAM on CUDA).
 
-Modes: fp32 (the --force-fp32 policy), auto (what DevicePolicy picks here: a bf16 UNet on AMX CPUs), bf16
-(--bf16-unet: bf16 weights and compute for the UNet). Prints a table and one "RESULT {json}" line whose
-"ratio_vs_fp32" is each mode's s/step over fp32's. --profile adds each mode's top operators.
+Modes: fp32 (the --force-fp32 policy), auto (what DevicePolicy picks here: a bf16 UNet on CPUs with
+AVX512-BF16 or AMX), bf16 (--bf16-unet: bf16 weights and compute for the UNet). Prints a table and one
+"RESULT {json}" line whose "ratio_vs_fp32" is each mode's s/step over fp32's. --profile adds each mode's
+top operators.
 """
 from __future__ import annotations
 

@@ -241,10 +241,10 @@ def test_xpu_and_mps_are_detected_after_cuda(monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     if hasattr(torch, "xpu"):
         monkeypatch.setattr(torch.xpu, "is_available", lambda: False)
-    policy = DevicePolicy.from_flags(amx=False)
+    policy = DevicePolicy.from_flags(cpu_bf16=False)
     assert (policy.load_device.type, policy.offload_device.type, policy.unet_dtype, policy.vae_dtype) == \
         ("mps", "cpu", torch.float16, torch.float32)
-    assert DevicePolicy.from_flags(cpu=True, amx=False) == DevicePolicy.cpu()
+    assert DevicePolicy.from_flags(cpu=True, cpu_bf16=False) == DevicePolicy.cpu()
     if hasattr(torch, "xpu"):
         monkeypatch.setattr(torch.xpu, "is_available", lambda: True)
-        assert DevicePolicy.from_flags(amx=False).load_device.type == "xpu"
+        assert DevicePolicy.from_flags(cpu_bf16=False).load_device.type == "xpu"

@@ -14,13 +14,13 @@ from model_management.devices import DevicePolicy
 from tools.make_random_checkpoint import RECIPES, main
 
 
-def test_cpu_defaults_and_amx():
-    plain = DevicePolicy.from_flags(cuda_available=False, amx=False)
+def test_cpu_defaults_and_native_bf16():
+    plain = DevicePolicy.from_flags(cuda_available=False, cpu_bf16=False)
     assert plain == DevicePolicy.cpu()
-    amx = DevicePolicy.from_flags(cuda_available=False, amx=True)
-    assert amx.unet_dtype == torch.bfloat16 and amx.vae_dtype == torch.float32
-    assert DevicePolicy.from_flags(cuda_available=False, amx=True, force_fp32=True).unet_dtype == torch.float32
-    assert DevicePolicy.from_flags(cuda_available=False, amx=True, fp32_unet=True).unet_dtype == torch.float32
+    bf16 = DevicePolicy.from_flags(cuda_available=False, cpu_bf16=True)
+    assert bf16.unet_dtype == torch.bfloat16 and bf16.vae_dtype == torch.float32
+    assert DevicePolicy.from_flags(cuda_available=False, cpu_bf16=True, force_fp32=True).unet_dtype == torch.float32
+    assert DevicePolicy.from_flags(cuda_available=False, cpu_bf16=True, fp32_unet=True).unet_dtype == torch.float32
 
 
 def test_cuda_defaults_and_overrides():
@@ -28,7 +28,7 @@ def test_cuda_defaults_and_overrides():
     assert cuda.load_device.type == "cuda" and cuda.offload_device.type == "cpu"
     assert cuda.unet_dtype == torch.float16 and cuda.text_encoder_dtype == torch.float16
     assert cuda.vae_dtype in (torch.bfloat16, torch.float32) and cuda.vae_device.type == "cuda"
-    assert DevicePolicy.from_flags(cuda_available=True, cpu=True, amx=False) == DevicePolicy.cpu()
+    assert DevicePolicy.from_flags(cuda_available=True, cpu=True, cpu_bf16=False) == DevicePolicy.cpu()
     flags = DevicePolicy.from_flags(cuda_available=True, bf16_unet=True, fp32_vae=True, cpu_vae=True,
                                     fp32_text_enc=True)
     assert (flags.unet_dtype, flags.vae_dtype, flags.vae_device.type, flags.text_encoder_dtype) == \
