@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,8 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from .checkpoint_keys import (MARKER_KEYS, TEXT_ENCODER_PREFIXES, VAE_PREFIX, detect_family, detect_unet_layout,
-                              sd2_prediction_from_weights, split_checkpoint)
+from .checkpoint_keys import (MARKER_KEYS, TEXT_ENCODER_PREFIXES, VAE_PREFIX, CheckpointParts, detect_family,
+                              detect_unet_layout, sd2_prediction_from_weights, split_checkpoint)
 from .keymaps_clip import to_module_keys
 from .keymaps_unet import diffusers_to_ldm as unet_diffusers_to_ldm
 from .keymaps_vae import diffusers_to_ldm as vae_diffusers_to_ldm
@@ -142,6 +142,106 @@ def read_state_dict(path: str | Path, device: torch.device | str = "cpu") -> dic
         raise
     except Exception as exc:  # noqa: BLE001 - every reader failure means the same thing to the user
         raise CheckpointError(path, f"cannot read it as a weights file ({type(exc).__name__}: {exc})") from exc
+
+
+# safetensors header dtype names (the format is a little-endian u64 header length, a JSON header of
+# {key: {dtype, shape, data_offsets}}, then the raw data).
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
+                       "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+class LazyWeights(Mapping[str, Tensor]):
+    """A safetensors file whose tensors are read when asked for and not kept.
+
+    A loader that converts each tensor as it reads it then holds one file tensor at a time, so peak
+    memory is the converted model, not the file plus the converted model. Tensors are read with plain
+    reads, not through a memory map: mapped file pages count in the process's RSS while it is open."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(length))
+        header.pop("__metadata__", None)
+        self._data_start = 8 + length
+        self._entries = {key: (_SAFETENSORS_DTYPES[e["dtype"]], tuple(e["shape"]), *e["data_offsets"])
+                         for key, e in sorted(header.items())}  # safe_open's key order
+        if self._data_start + max((end for *_, end in self._entries.values()), default=0) > self.path.stat().st_size:
+            raise ValueError("the file is shorter than its header says")
+
+    def __getitem__(self, key: str) -> Tensor:
+        dtype, shape, begin, end = self._entries[key]
+        data = torch.empty(end - begin, dtype=torch.uint8, device="cpu")  # even inside a meta-device block
+        view = memoryview(data.numpy())
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self._data_start + begin)
+            done = 0
+            while done < len(view):
+                n = f.readinto(view[done:])
+                if not n:
+                    raise CheckpointError(self.path, f"cannot read tensor {key}: the file is truncated")
+                done += n
+        return data.view(dtype).reshape(shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def meta(self) -> dict[str, Tensor]:
+        """Every tensor as a meta-device stand-in of its shape and dtype, from the header alone."""
+        return {key: torch.empty(shape, dtype=dtype, device="meta")
+                for key, (dtype, shape, _, _) in self._entries.items()}
+
+
+class _Renamed(Mapping[str, Tensor]):
+    """A lazy part of a file under new names (``{new name: file key}``), read on access."""
+
+    def __init__(self, source: Mapping[str, Tensor], names: dict[str, str]) -> None:
+        self.source, self.names = source, names
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self.source[self.names[key]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def open_state_dict(path: str | Path) -> Mapping[str, Tensor]:
+    """A weights file for loading: `LazyWeights` for safetensors, else (or when its header is one this
+    reader does not know) `read_state_dict`'s tensors, with its errors."""
+    if Path(path).suffix.lower() in (".safetensors", ".sft"):
+        try:
+            return LazyWeights(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return read_state_dict(path)
+
+
+def split_weights(state_dict: Mapping[str, Tensor]) -> CheckpointParts[Tensor]:
+    """`split_checkpoint`, without reading a `LazyWeights` file: its meta stand-ins are sorted (the family
+    needs only shapes), then each part reads its tensors from the file when they are used."""
+    if not isinstance(state_dict, LazyWeights):
+        return split_checkpoint(state_dict)
+    stand_ins = state_dict.meta()
+    file_key = {id(tensor): key for key, tensor in stand_ins.items()}  # split_checkpoint keeps the objects
+
+    def lazy(part: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+        return _Renamed(state_dict, {name: file_key[id(tensor)] for name, tensor in part.items()})
+
+    parts = split_checkpoint(stand_ins)
+    parts.unet, parts.vae, parts.markers = lazy(parts.unet), lazy(parts.vae), lazy(parts.markers)
+    parts.text_encoders = {name: replace(part, state_dict=lazy(part.state_dict))
+                           for name, part in parts.text_encoders.items()}
+    return parts
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -267,7 +367,7 @@ def _text_encoders(path: str | Path, family: str, parts: Mapping[str, Mapping[st
 def load_checkpoint(path: str | Path, state_dict: Mapping[str, Tensor], *, unet: Placement = Placement(),
                     vae: Placement = Placement(), text: Placement = Placement()) -> Components:
     """Build every component a single-file checkpoint holds (`path` is only used in messages)."""
-    parts = split_checkpoint(state_dict)
+    parts = split_weights(state_dict)
     if not (parts.unet or parts.vae or parts.text_encoders):
         raise CheckpointError(path, "holds no UNet, VAE or text encoder of a Stable Diffusion checkpoint",
                               unexpected=sorted(parts.unknown))
@@ -315,7 +415,7 @@ def load_diffusers(folder: str | Path, *, unet: Placement = Placement(), vae: Pl
     unet_file = _weights_file(folder / "unet", "unet")
     if unet_file is None:
         raise CheckpointError(folder / "unet", f"no UNet weights ({' / '.join(DIFFUSERS_WEIGHTS['unet'])})")
-    model = build_unet(unet_file, read_state_dict(unet_file), unet, _json(folder / "unet" / "config.json"))
+    model = build_unet(unet_file, open_state_dict(unet_file), unet, _json(folder / "unet" / "config.json"))
     scheduler = folder / "scheduler" / "scheduler_config.json"
     prediction = {"epsilon": "eps", "v_prediction": "v"}.get(
         _json(scheduler).get("prediction_type", "")) if scheduler.is_file() else None
@@ -324,7 +424,7 @@ def load_diffusers(folder: str | Path, *, unet: Placement = Placement(), vae: Pl
 
     vae_file = _weights_file(folder / "vae", "vae")
     if vae_file is not None:
-        components.vae = build_vae(vae_file, read_state_dict(vae_file), vae)
+        components.vae = build_vae(vae_file, open_state_dict(vae_file), vae)
         components.denoiser = with_preview_factors(denoiser, components.vae)
 
     roles = dict(zip(("text_encoder", "text_encoder_2"), FAMILY_TEXT_ENCODERS[family]))

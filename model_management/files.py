@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from diffusion.checkpoint import CheckpointError, read_metadata, read_state_dict
+from diffusion.checkpoint import CheckpointError, open_state_dict, read_metadata, read_state_dict
 from diffusion.prompt import EmbeddingLookup, select_embedding
 from model_management.folders import Folders, PathRefused, contained
 
@@ -22,8 +23,13 @@ EMBEDDING_EXTENSIONS = ("", ".safetensors", ".pt", ".bin")
 
 
 def load_state_dict(path: str | Path, device: torch.device | str = "cpu",
-                    dtype: torch.dtype | None = None) -> dict[str, Tensor]:
-    """Every tensor of a weights file on `device`; floating-point ones cast to `dtype` when given."""
+                    dtype: torch.dtype | None = None) -> Mapping[str, Tensor]:
+    """Every tensor of a weights file on `device`; floating-point ones cast to `dtype` when given.
+
+    Uncast on the CPU, a safetensors file comes back lazy (`LazyWeights`): the loaders convert each
+    tensor to its component's dtype as they read it, so the file's copy is never held whole."""
+    if dtype is None and torch.device(device).type == "cpu":
+        return open_state_dict(path)
     weights = read_state_dict(path, device)
     if dtype is None:
         return weights
