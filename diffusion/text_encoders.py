@@ -15,10 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModel
+
+if TYPE_CHECKING:  # the modeling import costs ~1 s of start-up; it happens when an encoder is built
+    from transformers import CLIPTextConfig
 
 from .keymaps_clip import to_module_keys
 from .prompt import EmbeddingLookup, WeightedToken, layers_to_run, tokenize_prompt
@@ -61,6 +64,8 @@ class ClipTextConfig:
         )
 
     def to_hf(self) -> CLIPTextConfig:
+        from transformers import CLIPTextConfig
+
         config = CLIPTextConfig(
             vocab_size=self.vocab_size,
             hidden_size=self.width,
@@ -101,6 +106,8 @@ class ClipTextEncoder(nn.Module):
     def __init__(self, config: ClipTextConfig):
         super().__init__()
         self.config = config
+        from transformers import CLIPTextModel
+
         self.transformer = CLIPTextModel(config.to_hf())
         self.text_projection = (
             nn.Linear(config.width, config.projection_dim, bias=False) if config.projection_dim else None
