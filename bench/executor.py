@@ -102,6 +102,7 @@ def main() -> None:
     executor = Executor(registry, registry.services, CachePolicy("classic"))
     sys.setrecursionlimit(1000)  # proves nothing recurses on graph depth
     loop = asyncio.new_event_loop()  # one loop reused across prompts, as the worker thread does
+    measure(executor, registry, hub, chain, 100, loop)  # one-time warm-up (a serving process is warm)
     rows = []
     for shape, make in (("chain", chain), ("wide", wide)):
         for n in args.sizes:
