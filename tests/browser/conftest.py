@@ -23,7 +23,7 @@ LITEGRAPH = REPO / "web" / "node_modules" / "litegraph.js" / "build" / "litegrap
 OPTIONAL_ROUTES = ("/api/userdata?dir=workflows", "/api/sumi/workflows")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # a running Playwright loop must not outlive the browser tests
 def playwright_driver():
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (make setup installs Debian's chromium)")

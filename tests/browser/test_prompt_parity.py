@@ -14,12 +14,13 @@ import pytest
 
 from execution.convert import VIRTUAL_TYPES, ui_to_api
 from tests.browser.conftest import editor_page
+from tests.paths import SHARED
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "execution" / "fixtures"
-EXAMPLES = Path("/work/shared/testdata/comfy_examples")
+EXAMPLES = SHARED / "testdata/comfy_examples"
 WORKFLOWS = sorted(EXAMPLES.glob("*.ui.json")) + sorted(FIXTURES.glob("*.ui.json")) + sorted((REPO / "workflows").glob("*.json"))
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import editor_page
+from tests.paths import SHARED
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = Path("/work/shared/testdata/comfy_examples")
+EXAMPLES = SHARED / "testdata/comfy_examples"
 WORKFLOWS = sorted(EXAMPLES.glob("*.ui.json")) + sorted((REPO / "tests" / "execution" / "fixtures").glob("*.ui.json")) \
     + sorted((REPO / "workflows").glob("*.json"))
 # litegraph recomputes the execution order on load; sizes come back as [w, h] even when a file

@@ -1,6 +1,7 @@
 """Initial and per-step noise drawn exactly as ComfyUI draws it: torch_cpu_rng (bit-exact), the
 reference runs' initial noise, and every noise draw recorded in sampler_trajectories_trace."""
 
+from tests.paths import SHARED
 import json
 import math
 from pathlib import Path
@@ -13,7 +14,7 @@ from diffusion.noise import (
     BrownianTreeNoiseSampler, brownian_noise_sampler, cpu_generator, default_noise_sampler, prepare_noise,
 )
 
-VECTORS = Path("/work/shared/reference/vectors")
+VECTORS = SHARED / "reference/vectors"
 # torchsde warns on queries at the rounded tree ends; noise.py filters it, but pytest resets filters.
 pytestmark = pytest.mark.filterwarnings("ignore:Should have:UserWarning")
 BROWNIAN_SAMPLERS = ("dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde")

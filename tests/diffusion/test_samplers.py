@@ -13,8 +13,9 @@ from diffusion.guidance import CFGDenoiser, CondEntry, cfg_combine, predict_cond
 from diffusion.noise import brownian_noise_sampler, default_noise_sampler, prepare_noise
 from diffusion.samplers import SAMPLER_NAMES, SAMPLERS, sa_solver_tau_interval, sample, schedule_defaults
 from diffusion.schedules import DiscreteSchedule, karras_sigmas, ksampler_sigmas
+from tests.paths import SHARED
 
-VECTORS = Path("/work/shared/reference/vectors")
+VECTORS = SHARED / "reference/vectors"
 # torchsde warns on queries at the rounded tree ends; noise.py filters it, but pytest resets filters.
 pytestmark = pytest.mark.filterwarnings("ignore:Should have:UserWarning")
 MS = DiscreteSchedule()

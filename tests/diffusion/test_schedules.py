@@ -1,6 +1,7 @@
 """DDPM schedule, σ ↔ timestep, prediction types and the 9 schedulers against the spec's golden
 values (sd_formats §0, §7.1–7.3) and the σ grids of the sampler_trajectories vectors."""
 
+from tests.paths import SHARED
 import json
 import math
 from pathlib import Path
@@ -15,7 +16,7 @@ from diffusion.schedules import (
     linear_quadratic_sigmas, polyexponential_sigmas, sd_turbo_sigmas, split_steps, vp_sigmas,
 )
 
-VECTORS = Path("/work/shared/reference/vectors")
+VECTORS = SHARED / "reference/vectors"
 MS = DiscreteSchedule()
 
 # sd_formats §7.2, 10 steps (5 decimals).

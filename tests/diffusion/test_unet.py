@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from diffusion.keymaps_unet import diffusers_to_ldm, ldm_to_diffusers
 from diffusion.unet import ControlResiduals, UNetModel, make_input_blocks, timestep_embedding
 from diffusion.unet_config import load_unet, unet_config_from_diffusers, unet_config_from_state_dict
+from tests.paths import SHARED
 
-VECTORS = Path("/work/shared/reference/vectors")
+VECTORS = SHARED / "reference/vectors"
 # Head layouts are invisible in weights; these are the vectors' documented configs.
 HEADS = {
     "sd15_unet_tiny": {"num_heads": 2, "num_head_channels": None},

@@ -16,8 +16,9 @@ from diffusion.checkpoint_keys import (
 from diffusion.keymaps_unet import diffusers_to_ldm, ldm_to_diffusers
 from diffusion.unet import UNetModel, make_input_blocks
 from diffusion.unet_config import load_unet, unet_config_from_diffusers, unet_config_from_state_dict
+from tests.paths import SHARED
 
-MANIFESTS = Path("/work/shared/reference/manifests")
+MANIFESTS = SHARED / "reference/manifests"
 UNET_PREFIX = "model.diffusion_model."
 
 _SD_DOWN = ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]

@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from diffusion.keymaps_vae import diffusers_to_ldm, is_diffusers_vae, ldm_to_diffusers
 from diffusion.vae import AutoencoderKL, crop_to_multiple, load_vae, tiled_decode, tiled_encode
 from diffusion.vae_config import VAEConfig
+from tests.paths import SHARED
 
-VECTORS = Path("/work/shared/reference/vectors")
+VECTORS = SHARED / "reference/vectors"
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ from diffusion.keymaps_clip import to_module_keys
 from diffusion.keymaps_vae import is_diffusers_vae
 from diffusion.text_encoders import load_clip_text
 from diffusion.vae import load_vae
+from tests.paths import SHARED
 
-MANIFESTS = Path("/work/shared/reference/manifests")
+MANIFESTS = SHARED / "reference/manifests"
 VAE_PARAMS = 83_653_863  # spec §3, 248 tensors
 # Single-file text-encoder prefixes (spec §0, §1.2) → expected (params incl. projection, layers, heads, activation).
 CLIP_L = (123_060_480, 12, 12, "quick_gelu")

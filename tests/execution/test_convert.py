@@ -16,9 +16,10 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from execution.convert import VIRTUAL_TYPES, WorkflowConversionError, load_any, read_png_metadata, ui_to_api
+from tests.paths import SHARED
 
 FIXTURES = Path(__file__).parent / "fixtures"
-EXAMPLES = Path("/work/shared/testdata/comfy_examples")
+EXAMPLES = SHARED / "testdata/comfy_examples"
 OBJECT_INFO: dict[str, dict] = json.loads((FIXTURES / "object_info_core.json").read_text())
 
 # The example PNGs were written by older frontends; these differences are theirs, not ours.

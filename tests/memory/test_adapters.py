@@ -15,8 +15,9 @@ from diffusion.keymaps_lora import clip_lora_keys, resolve, unet_lora_keys
 from diffusion.text_encoders import ClipTextEncoder
 from diffusion.unet import UNetModel
 from tools.make_random_checkpoint import CLIP_G, CLIP_L, RECIPES
+from tests.paths import SHARED
 
-MANIFESTS = Path("/work/shared/reference/manifests")
+MANIFESTS = SHARED / "reference/manifests"
 GEN = torch.Generator().manual_seed(0)
 
 

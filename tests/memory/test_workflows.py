@@ -18,10 +18,11 @@ from PIL import Image
 from diffusion.checkpoint_keys import split_checkpoint
 from diffusion.keymaps_clip import to_module_keys
 from tests.memory.conftest import make_kohya_lora, write_file
+from tests.paths import SHARED
 
 pytestmark = pytest.mark.filterwarnings("ignore:Should have:UserWarning")
 
-EXAMPLES = Path("/work/shared/testdata/comfy_examples")
+EXAMPLES = SHARED / "testdata/comfy_examples"
 # Each referenced checkpoint gets its own tiny random weights (a seed per name).
 CHECKPOINTS = {"v1-5-pruned-emaonly.ckpt": ("sd15", 0), "cardosAnime_v10.safetensors": ("sd15", 1),
                "AOM3A1.safetensors": ("sd15", 2), "sd_xl_1.0.safetensors": ("sdxl", 0)}

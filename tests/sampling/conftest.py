@@ -36,8 +36,9 @@ from execution.validate import validate_prompt
 from nodes.loaders import CheckpointLoaderSimple
 from nodes.runtime import NodeRuntime, NodeServices
 from tools.make_random_checkpoint import make_checkpoint, write_checkpoint
+from tests.paths import SHARED
 
-VECTORS = Path("/work/shared/reference/vectors")
+VECTORS = SHARED / "reference/vectors"
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ ancestral / SDE samplers all match ComfyUI's KSampler node. The custom-sampling 
 checked against KSampler runs."""
 from __future__ import annotations
 
+from tests.paths import SHARED
 import json
 from pathlib import Path
 
@@ -23,7 +24,7 @@ SEED, STEPS, CFG = 1234, 6, 4.0  # the reference grid's settings
 TIES = {"dpm_2_ancestral.normal", "dpmpp_2s_ancestral.sgm_uniform"}
 # Multistep weights amplify float32 summation-order differences (see tests/diffusion/test_samplers.py).
 CASE_TOLERANCE = {"lms.linear_quadratic": 3e-4, "deis.linear_quadratic": 5e-5, "dpmpp_3m_sde.linear_quadratic": 3e-5}
-REFERENCE_JSON = Path("/work/shared/reference/vectors/sampler_trajectories.json")
+REFERENCE_JSON = SHARED / "reference/vectors/sampler_trajectories.json"
 ALL_CASES = json.loads(REFERENCE_JSON.read_text())["cases"] if REFERENCE_JSON.exists() else {}
 REQUIRED = {"euler.normal", "euler_ancestral.karras", "dpmpp_2m.normal", "dpmpp_sde.karras"}
 # Every sampler (on karras), every scheduler (with euler), every img2img and batch case: the node wiring of

@@ -16,10 +16,11 @@ import torch
 from PIL import Image
 
 from execution.convert import ui_to_api
+from tests.paths import SHARED
 
 pytestmark = pytest.mark.filterwarnings("ignore:Should have:UserWarning")  # torchsde tree-end warnings
 
-EXAMPLES = Path("/work/shared/testdata/comfy_examples")
+EXAMPLES = SHARED / "testdata/comfy_examples"
 # Checkpoint file → tiny stand-in family (WD 1.5 "illusion" is an SD2.1 768-v finetune).
 CHECKPOINTS = {
     "v1-5-pruned-emaonly.ckpt": "sd15",
