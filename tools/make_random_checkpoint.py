@@ -131,26 +131,34 @@ def make_checkpoint(family: str, tiny: bool = False, dtype: torch.dtype = torch.
     """A random single-file checkpoint of `family` in the ldm layout."""
     recipe = RECIPES[(family, tiny)]
     generator = torch.Generator().manual_seed(seed)
-    out: dict[str, Tensor] = {}
-    for key, shape in _shapes(lambda: UNetModel(recipe.unet)).items():
-        out["model.diffusion_model." + key] = _random(key, shape, generator)
+    unet = {key: _random(key, shape, generator) for key, shape in _shapes(lambda: UNetModel(recipe.unet)).items()}
     if family.startswith("sd21"):
         # ComfyUI's SD2 v-prediction rule reads the spread of this bias (checkpoint_keys).
         last = sum(n + 1 for n in recipe.unet.num_res_blocks) - 1
-        key = f"model.diffusion_model.output_blocks.{last}.1.transformer_blocks.0.norm1.bias"
-        out[key] = (0.5 if recipe.v_prediction else 0.02) * torch.randn(out[key].shape, generator=generator)
-    vae = TINY_VAE if tiny else VAEConfig()
-    for key, shape in _shapes(lambda: AutoencoderKL(vae)).items():
-        out["first_stage_model." + key] = _random(key, shape, generator)
-    for role, config in recipe.text.items():
-        module = {k: _random(k, s, generator) for k, s in _shapes(lambda: ClipTextEncoder(config)).items()}
+        key = f"output_blocks.{last}.1.transformer_blocks.0.norm1.bias"
+        unet[key] = (0.5 if recipe.v_prediction else 0.02) * torch.randn(unet[key].shape, generator=generator)
+    vae_config = TINY_VAE if tiny else VAEConfig()
+    vae = {key: _random(key, shape, generator) for key, shape in _shapes(lambda: AutoencoderKL(vae_config)).items()}
+    text = {role: {k: _random(k, s, generator) for k, s in _shapes(lambda: ClipTextEncoder(config)).items()}
+            for role, config in recipe.text.items()}
+    return ldm_checkpoint(unet, vae, text, recipe.prefixes, dtype)
+
+
+def ldm_checkpoint(unet: dict[str, Tensor], vae: dict[str, Tensor], text: dict[str, dict[str, Tensor]],
+                   prefixes: dict[str, str], dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """Module state dicts (`UNetModel`, `AutoencoderKL`, role -> `ClipTextEncoder`) as one single-file
+    checkpoint: ldm prefixes, HF or open_clip text layout by role, floating tensors cast to `dtype`."""
+    out = {"model.diffusion_model." + k: v for k, v in unet.items()}
+    out.update({"first_stage_model." + k: v for k, v in vae.items()})
+    for role, module in text.items():
         hf = module_to_hf(module)
         if role in OPEN_CLIP:
             weights = hf_to_open_clip(hf)
             weights["logit_scale"] = torch.tensor(4.6052)
         else:
-            weights = {**hf, "text_model.embeddings.position_ids": torch.arange(config.max_positions)[None]}
-        out.update({recipe.prefixes[role] + k: v for k, v in weights.items()})
+            positions = hf["text_model.embeddings.position_embedding.weight"].shape[0]
+            weights = {**hf, "text_model.embeddings.position_ids": torch.arange(positions)[None]}
+        out.update({prefixes[role] + k: v for k, v in weights.items()})
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
 
 
