@@ -42,6 +42,9 @@ MODEL_FOLDERS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
 # Sub-folders of output/ that saving nodes write to and loaders should also find.
 OUTPUT_MODEL_FOLDERS = {"checkpoints": "checkpoints", "loras": "loras", "vae": "vae",
                         "text_encoders": "clip", "diffusion_models": "diffusion_models"}
+# Models that ship with the repository (tracked, unlike models/), searched after the user's folders.
+BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "assets"
+BUNDLED_MODEL_FOLDERS = {"checkpoints": "checkpoints"}
 LEGACY_KEYS = {"unet": "diffusion_models", "clip": "text_encoders"}
 FILE_TYPES = ("input", "output", "temp")
 
@@ -108,6 +111,8 @@ class Folders:
             folders.extensions[key] = exts
         for key, sub in OUTPUT_MODEL_FOLDERS.items():
             folders.models[key].append(folders.output / sub)
+        for key, sub in BUNDLED_MODEL_FOLDERS.items():
+            folders.models[key].append(BUNDLED_MODELS / sub)
         for config in extra_configs:
             folders.load_extra_paths(config)
         return folders

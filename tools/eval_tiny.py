@@ -1,6 +1,6 @@
 """Check what the tiny shapes model draws: generate through the node graph, classify with plain image analysis.
 
-    python tools/eval_tiny.py [--checkpoint sumi-tiny-shapes.safetensors] [--prompts 20] [--seeds 4]
+    python tools/eval_tiny.py [--checkpoint FILE] [--prompts 20] [--seeds 4] [--steps N --cfg X ...]
 
 Each image's main blob is found against the background (the median colour of the border), then read
 three ways, with no learned classifier:
@@ -10,9 +10,10 @@ three ways, with no learned classifier:
 * shape: the best intersection-over-union between the blob and an ideal circle, square and triangle
   drawn in its bounding box (the dataset's own drawing code).
 
-Images are made the way a user makes them: CheckpointLoaderSimple, CLIPTextEncode (prompt and an
-empty negative), EmptyLatentImage, KSampler and VAEDecode. Tests import `classify`, `PROMPTS`,
-`evaluate` and `THRESHOLDS`.
+Images are made the way a user makes them: workflows/default.json (CheckpointLoaderSimple, CLIPTextEncode
+for the prompt and an empty negative, EmptyLatentImage, KSampler, VAEDecode, SaveImage) queued on a headless
+app with the prompt and seed swapped in. The exit status is 0 when every rate meets THRESHOLDS. Tests use
+`classify`, `Engine`, `evaluate` and `rates`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from execution.context import Config, build_context  # noqa: E402
+from execution.headless import format_errors, load_prompt, output_paths  # noqa: E402
+from execution.validate import validate_prompt  # noqa: E402
 from tools.make_shapes_dataset import PALETTE, POSITIONS, SHAPE_COLOURS, SHAPES, Scene, grid, shape_mask  # noqa: E402
 
 BORDER = 3  # pixels of frame that define the background colour
@@ -90,7 +94,6 @@ def classify(image: np.ndarray) -> Reading:
     return Reading(colour, _nearest(centre, positions), _shape_of(blob))
 
 
-
 # -- generating through the engine ----------------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +115,8 @@ SEEDS = (0, 1, 2, 3)
 
 @dataclass(frozen=True)
 class Sample:
+    """One generated image, what it was asked to show and what it shows."""
+
     scene: Scene
     seed: int
     reading: Reading
@@ -129,9 +134,6 @@ class Engine:
     choice is used, i.e. the bundled model. `overrides` replace KSampler inputs (steps, cfg, ...)."""
 
     def __init__(self, checkpoint: Path | None = None, overrides: dict[str, Any] | None = None) -> None:
-        from execution.context import Config, build_context
-        from execution.headless import load_prompt
-
         self._folder = tempfile.TemporaryDirectory(prefix="sumi-eval-")
         self.ctx = build_context(Config(base_dir=Path(self._folder.name), persistent_queue=False),
                                  start_worker=False)
@@ -153,9 +155,6 @@ class Engine:
 
     def generate(self, text: str, seed: int) -> np.ndarray:
         """The saved image [H, W, 3] in [0, 1] of one run of the workflow."""
-        from execution.headless import format_errors, output_paths
-        from execution.validate import validate_prompt
-
         prompt = copy.deepcopy(self.prompt)
         prompt[self.positive]["inputs"]["text"] = text
         prompt[self.sampler]["inputs"]["seed"] = seed
@@ -172,6 +171,7 @@ class Engine:
 
 
 def evaluate(engine: Engine, scenes: Sequence[Scene] = PROMPTS, seeds: Sequence[int] = SEEDS) -> list[Sample]:
+    """Every scene's caption with every seed, classified."""
     samples = []
     for scene in scenes:
         for seed in seeds:
@@ -193,15 +193,14 @@ def table(samples: Sequence[Sample]) -> str:
         mine = [s for s in samples if s.scene == scene]
         hits = [f"{sum(s.correct(a) for s in mine)}/{len(mine)}" for a in THRESHOLDS]
         rows.append(f"{scene.caption:<50} {hits[0]:>6} {hits[1]:>6} {hits[2]:>6}")
-    total = rates(samples)
-    rows.append(f"{'total (' + str(len(samples)) + ' images)':<50} " + " ".join(f"{total[a]:>6.0%}" for a in THRESHOLDS))
-    rows.append(f"{'required':<50} " + " ".join(f"{THRESHOLDS[a]:>6.0%}" for a in THRESHOLDS))
+    for label, values in ((f"total ({len(samples)} images)", rates(samples)), ("required", THRESHOLDS)):
+        rows.append(f"{label:<50} " + " ".join(f"{values[a]:>6.0%}" for a in THRESHOLDS))
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the workflow's, i.e. bundled)")
+    parser.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the workflow's, the bundled one)")
     parser.add_argument("--prompts", type=int, default=len(PROMPTS), help="the first N of the 20 prompts")
     parser.add_argument("--seeds", type=int, default=len(SEEDS))
     parser.add_argument("--steps", type=int)

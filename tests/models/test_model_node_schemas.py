@@ -30,11 +30,12 @@ def FLOAT(default, lo, hi, step):  # noqa: N802
 TILED = {"tile_size": None, "overlap": INT(64, 0, 4096, 32), "temporal_size": INT(64, 8, 4096, 4),
          "temporal_overlap": INT(8, 4, 4096, 4)}
 
+BUNDLED = [["sumi-tiny-shapes.safetensors"]]  # assets/checkpoints: listed even with an empty models/ folder
 # name: (display name, category, required inputs in order, optional inputs, outputs, extra flags)
 SPEC = {
-    "CheckpointLoaderSimple": ("Load Checkpoint", "loaders", {"ckpt_name": [[]]}, {}, ["MODEL", "CLIP", "VAE"], {}),
+    "CheckpointLoaderSimple": ("Load Checkpoint", "loaders", {"ckpt_name": BUNDLED}, {}, ["MODEL", "CLIP", "VAE"], {}),
     "CheckpointLoader": ("Load Checkpoint With Config (DEPRECATED)", "advanced/loaders",
-                         {"config_name": [[]], "ckpt_name": [[]]}, {}, ["MODEL", "CLIP", "VAE"], {"deprecated": True}),
+                         {"config_name": [[]], "ckpt_name": BUNDLED}, {}, ["MODEL", "CLIP", "VAE"], {"deprecated": True}),
     "DiffusersLoader": ("DiffusersLoader", "advanced/loaders/deprecated", {"model_path": [[]]}, {},
                         ["MODEL", "CLIP", "VAE"], {}),
     "VAELoader": ("Load VAE", "loaders", {"vae_name": [[]]}, {}, ["VAE"], {}),

@@ -23,7 +23,8 @@ async def test_models_and_embeddings(client):
         (embeddings / name).write_bytes(b"x")
     keys = await (await client.get("/models")).json()
     assert keys == folders.model_keys() and "checkpoints" in keys and "clip" not in keys
-    assert await (await client.get("/models/checkpoints")).json() == ["a.safetensors", "sub/b.ckpt"]
+    assert await (await client.get("/models/checkpoints")).json() == [  # then the bundled model (assets/)
+        "a.safetensors", "sub/b.ckpt", "sumi-tiny-shapes.safetensors"]
     for unknown in ("clip", "unet", "nope"):
         assert (await client.get(f"/models/{unknown}")).status == 404, unknown
     assert await (await client.get("/embeddings")).json() == ["sub/y", "x"]

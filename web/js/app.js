@@ -86,18 +86,22 @@ export async function start() {
     return missing;
   }
   const serialize = () => serializeWorkflow(graph);
-  const loadDefault = () => load(defaultWorkflow(defs), "Default workflow");
+  const loadDefault = async () => {
+    const { workflow, error } = await defaultWorkflow();
+    if (error) notify(`The default workflow could not be fetched: ${error.message}`, "error");
+    load(workflow, "Default workflow");
+  };
   const replaceWithDefault = () => {
-    if (!graph._nodes.length || confirm("Replace the current graph with the default workflow?")) loadDefault();
+    if (!graph._nodes.length || confirm("Replace the current graph with the default workflow?")) return loadDefault();
   };
 
   const stored = storedWorkflow();
   try {
     if (stored) load(stored, "Restored workflow");
-    else loadDefault();
+    else await loadDefault();
   } catch (error) {
     console.warn("The saved workflow could not be restored", error);
-    loadDefault();
+    await loadDefault();
   }
 
   const save = startAutosave(graph);
