@@ -131,12 +131,14 @@ class Engine:
     """A headless Sumi app (temporary folders) that runs the default workflow with a prompt and seed swapped in.
 
     `checkpoint` (a file path) is added as the first checkpoints folder; without it the workflow's own
-    choice is used, i.e. the bundled model. `overrides` replace KSampler inputs (steps, cfg, ...)."""
+    choice is used, i.e. the bundled model. `overrides` replace KSampler inputs (steps, cfg, ...);
+    `device_flags` are main.py's precision flags ({"force_fp32": True}: the fp32 reference everywhere)."""
 
-    def __init__(self, checkpoint: Path | None = None, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, checkpoint: Path | None = None, overrides: dict[str, Any] | None = None,
+                 device_flags: dict[str, bool] | None = None) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="sumi-eval-")
-        self.ctx = build_context(Config(base_dir=Path(self._folder.name), persistent_queue=False),
-                                 start_worker=False)
+        config = Config(base_dir=Path(self._folder.name), persistent_queue=False, device_flags=device_flags or {})
+        self.ctx = build_context(config, start_worker=False)
         self.prompt, _ = load_prompt(self.ctx, DEFAULT_WORKFLOW)
         sampler = [k for k, node in self.prompt.items() if node["class_type"] == "KSampler"]
         if len(sampler) != 1:
@@ -207,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cfg", type=float)
     parser.add_argument("--sampler", dest="sampler_name")
     parser.add_argument("--scheduler")
+    parser.add_argument("--force-fp32", action="store_true", help="fp32 everywhere (default: main.py's choice)")
     parser.add_argument("--grid", type=Path, help="write the generated images as a PNG grid, one row per prompt")
     args = parser.parse_args(argv)
     overrides = {k: v for k in ("steps", "cfg", "sampler_name", "scheduler") if (v := getattr(args, k)) is not None}
-    engine = Engine(args.checkpoint, overrides)
+    engine = Engine(args.checkpoint, overrides, {"force_fp32": args.force_fp32})
     try:
         samples = evaluate(engine, PROMPTS[:args.prompts], range(args.seeds))
     finally:

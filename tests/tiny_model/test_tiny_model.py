@@ -27,9 +27,10 @@ SLICE = PROMPTS[::4] + PROMPTS[1:2]
 SLICE_THRESHOLDS = {"colour": 5 / 6, "position": 4 / 6, "shape": 3 / 6}
 
 
-@pytest.fixture(scope="module")
-def engine():
-    engine = Engine()
+@pytest.fixture(scope="module", params=["auto", "fp32"])
+def engine(request):
+    """The precision main.py picks on this machine (a bf16 UNet on CPUs with native bf16), and fp32."""
+    engine = Engine(device_flags={"force_fp32": request.param == "fp32"})
     yield engine
     engine.close()
 
