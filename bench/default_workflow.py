@@ -1,6 +1,6 @@
 """Time from queueing the default workflow to its image, on a freshly started server (issue #6).
 
-    python bench/default_workflow.py [--runs 5]
+    python bench/default_workflow.py [--runs 5] [-- SERVER FLAGS...]
 
 Starts `main.py` on a free loopback port with an empty base directory (so only the bundled model is there,
 as on a fresh clone), converts workflows/default.json with the server's own /object_info, and times
@@ -77,13 +77,14 @@ def _queue_and_wait(url: str, prompt: dict) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="prompts after the first, each with a new seed")
+    parser.add_argument("server_flags", nargs="*", help="passed to main.py (after --), e.g. --preview-method none")
     args = parser.parse_args(argv)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="sumi-bench-") as base:
         log = open(Path(base) / "server.log", "wb")
         process = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--port", str(port), "--base-directory",
-                                    base, "--dont-print-server"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                    base, "--dont-print-server", *args.server_flags], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             ready = _wait_ready(url, process)
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"server_ready_s": round(ready, 3), "first_s": round(first, 3),
               "later_median_s": round(statistics.median(later), 3), "later_max_s": round(max(later), 3),
               "steps": inputs["steps"], "sampler": inputs["sampler_name"], "scheduler": inputs["scheduler"],
-              "cpu_count": os.cpu_count()}
+              "cpu_count": os.cpu_count(), "server_flags": args.server_flags}
     print(f"default workflow ({inputs['steps']} steps {inputs['sampler_name']}/{inputs['scheduler']}, 64×64)")
     print(f"{'server start → ready':<34} {ready:8.2f} s")
     print(f"{'first prompt (loads the model)':<34} {first:8.2f} s")
