@@ -2,7 +2,7 @@
 
     python bench/default_workflow.py [--runs 5] [-- SERVER FLAGS...]
 
-Starts `main.py` on a free loopback port with an empty base directory (so only the bundled model is there,
+Starts `main.py` on a free loopback port (the tests' LiveServer) with an empty base directory (so only the bundled model is there,
 as on a fresh clone), converts workflows/default.json with the server's own /object_info, and times
 POST /prompt → the prompt's entry in /history, polled every 10 ms:
 
@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,14 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from execution.convert import ui_to_api  # noqa: E402
+from tests.integration.live_server import LiveServer  # noqa: E402
 
 WORKFLOW = REPO / "workflows" / "default.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(url: str, body: dict | None = None) -> Any:
@@ -45,20 +38,6 @@ def _request(url: str, body: dict | None = None) -> Any:
     request = urllib.request.Request(url, data, {"Content-Type": "application/json"} if data else {})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
-
-
-def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 120.0) -> float:
-    """Seconds until the server answers /system_stats."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if process.poll() is not None:
-            raise RuntimeError("the server exited during start-up")
-        try:
-            _request(url + "/system_stats")
-            return time.perf_counter() - start
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the server did not start")
 
 
 def _queue_and_wait(url: str, prompt: dict) -> float:
@@ -79,27 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="prompts after the first, each with a new seed")
     parser.add_argument("server_flags", nargs="*", help="passed to main.py (after --), e.g. --preview-method none")
     args = parser.parse_args(argv)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="sumi-bench-") as base:
-        log = open(Path(base) / "server.log", "wb")
-        process = subprocess.Popen([sys.executable, str(REPO / "main.py"), "--port", str(port), "--base-directory",
-                                    base, "--dont-print-server", *args.server_flags], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            ready = _wait_ready(url, process)
-            info = _request(url + "/object_info")
-            prompt = ui_to_api(json.loads(WORKFLOW.read_text()), info.get)
+        server = LiveServer(Path(base), "--dont-print-server", *args.server_flags)
+        start = time.perf_counter()
+        with server:
+            ready = time.perf_counter() - start  # polled every 0.1 s
+            url = server.url
+            prompt = ui_to_api(json.loads(WORKFLOW.read_text()), _request(url + "/object_info").get)
             sampler = next(node for node in prompt.values() if node["class_type"] == "KSampler")
             first = _queue_and_wait(url, prompt)
             later = []
             for seed in range(1, args.runs + 1):
                 sampler["inputs"]["seed"] = seed
                 later.append(_queue_and_wait(url, prompt))
-        finally:
-            process.terminate()
-            process.wait(30)
-            log.close()
     inputs = sampler["inputs"]
     result = {"server_ready_s": round(ready, 3), "first_s": round(first, 3),
               "later_median_s": round(statistics.median(later), 3), "later_max_s": round(max(later), 3),

@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from execution.context import AppContext
 from execution.events import Message
+from execution.executor import RunOutcome
 from execution.validate import validate_prompt
 
 SEED_INPUTS = ("seed", "noise_seed")
@@ -78,6 +79,15 @@ def output_paths(ctx: AppContext, outputs: dict) -> list[Path]:
     return paths
 
 
+def run_prompt(ctx: AppContext, prompt: dict, extra: dict, outputs: list[str]) -> RunOutcome:
+    """Run a validated API prompt (`outputs`: validation's output nodes) on this thread, through the
+    queue and the worker's job path, so history and events are those of a served prompt. The context
+    must be built with start_worker=False."""
+    job = ctx.queue.put(prompt, extra, outputs, number=ctx.queue.next_number())
+    ctx.queue.get(timeout=0)
+    return ctx.worker.run_job(job)
+
+
 def run_file(ctx: AppContext, path: Path, seed: int | None = None) -> int:
     """Validate and execute a workflow file in this process; prints output paths. Returns an exit code."""
     prompt, extra = load_prompt(ctx, path)
@@ -96,9 +106,7 @@ def run_file(ctx: AppContext, path: Path, seed: int | None = None) -> int:
     printer = _ProgressPrinter(prompt)
     unsubscribe = ctx.hub.subscribe(printer)
     try:
-        job = ctx.queue.put(prompt, extra, result.outputs, number=ctx.queue.next_number())
-        ctx.queue.get(timeout=0)
-        outcome = ctx.worker.run_job(job)
+        outcome = run_prompt(ctx, prompt, extra, result.outputs)
     finally:
         printer.close()
         unsubscribe()

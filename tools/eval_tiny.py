@@ -35,7 +35,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from execution.context import Config, build_context  # noqa: E402
-from execution.headless import format_errors, load_prompt, output_paths  # noqa: E402
+from execution.headless import format_errors, load_prompt, output_paths, run_prompt  # noqa: E402
 from execution.validate import validate_prompt  # noqa: E402
 from tools.make_shapes_dataset import PALETTE, POSITIONS, SHAPE_COLOURS, SHAPES, Scene, grid, shape_mask  # noqa: E402
 
@@ -163,9 +163,7 @@ class Engine:
         result = validate_prompt(prompt, self.ctx.registry)
         if not result.ok:
             raise ValueError(format_errors(result.body()))
-        job = self.ctx.queue.put(prompt, {"client_id": "eval"}, result.outputs, number=self.ctx.queue.next_number())
-        self.ctx.queue.get(timeout=0)
-        outcome = self.ctx.worker.run_job(job)
+        outcome = run_prompt(self.ctx, prompt, {"client_id": "eval"}, result.outputs)
         if outcome.status != "success":
             raise RuntimeError(f"the workflow did not finish: {outcome.status}")
         (path,) = output_paths(self.ctx, outcome.outputs)

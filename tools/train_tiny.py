@@ -257,14 +257,11 @@ def train(settings: Settings, snapshots: Path | None = None) -> dict[str, Tensor
     token_rows, distinct = caption_tokens([s.caption for s in scenes])
     row_of = {caption: i for i, caption in enumerate(distinct)}
     caption_index = torch.tensor([row_of[s.caption] for s in scenes])
-    snapshot = None
-    if snapshots is not None:
-        snapshots.mkdir(parents=True, exist_ok=True)
+    def snapshot(step: int, unet: UNetModel, text: ClipTextEncoder) -> None:
+        write_checkpoint(_checkpoint(unet, vae, text), snapshots / f"step{step}.safetensors")
 
-        def snapshot(step: int, unet: UNetModel, text: ClipTextEncoder) -> None:
-            write_checkpoint(_checkpoint(unet, vae, text), snapshots / f"step{step}.safetensors")
-
-    unet, text = train_denoiser(latents, token_rows, caption_index, settings, generator, snapshot)
+    unet, text = train_denoiser(latents, token_rows, caption_index, settings, generator,
+                                snapshot if snapshots is not None else None)
     return _checkpoint(unet, vae, text)
 
 

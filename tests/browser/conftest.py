@@ -5,7 +5,10 @@ Every test gets a fresh browser profile (its own user-data dir), so localStorage
 """
 from __future__ import annotations
 
+import json
 import shutil
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -139,3 +142,18 @@ def editor_page(driver, server: LiveServer, profile: Path):
 def editor(playwright_driver, server, tmp_path):
     with editor_page(playwright_driver, server, tmp_path / "profile") as page:
         yield page
+
+
+def http_json(url: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()

@@ -7,14 +7,13 @@ from __future__ import annotations
 import io
 import json
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.browser.conftest import editor_page
+from tests.browser.conftest import editor_page, fetch, http_json
 from tests.integration.live_server import LiveServer
 from tools.eval_tiny import classify
 
@@ -47,15 +46,9 @@ def test_first_open_shows_the_shipped_default_workflow_and_runs_it(playwright_dr
         editor.page.screenshot(path=str(ARTIFACT))
         assert editor.errors == []
     # What the run drew: the default prompt is "a red circle on the left, blue background" (seed 0).
-    (history,) = _get_json(server.url + "/history").values()
-    (image,) = history["outputs"]["9"]["images"]
-    query = urllib.parse.urlencode(image)
-    with urllib.request.urlopen(f"{server.url}/view?{query}", timeout=30) as response:
-        pixels = np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB")) / 255.0
-    reading = classify(pixels)
+    _, history = http_json(server.url + "/history")
+    (entry,) = history.values()
+    (image,) = entry["outputs"]["9"]["images"]
+    png = fetch(f"{server.url}/view?{urllib.parse.urlencode(image)}")
+    reading = classify(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) / 255.0)
     assert (reading.colour, reading.position) == ("red", "left"), reading
-
-
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read())
